@@ -1,0 +1,1 @@
+"""The platform boundary: adapter protocol, typed errors, and the embedded simulator."""

@@ -1,0 +1,254 @@
+"""The adapter protocol: the only way the controller talks to a mini-program platform.
+
+Operations mirror the console steps of the platform's release workflow (select app and build,
+test compatibility, apply to release, pilot testing, grayscale, full release, QR code) and the
+real release APIs that exist for them; ``docs/platform.md`` maps each one. Everything an
+adapter returns is an immutable value; everything it raises is a
+:class:`controller.platform.errors.PlatformError`.
+
+Every mutating call takes an ``idempotency_key``: calling again with the same key replays the
+first result (or the first error) and has no second effect. The controller derives keys from the
+release, the spec it acts on and the action, so a retry after a crash or an ``Unknown`` result
+can never apply twice.
+
+Callers: ``controller.act`` (mutations), ``controller.reconcile`` (observation),
+``relctl platform`` (the simulator's own CLI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class Stage(StrEnum):
+    """Release progress of one version on one target app, as the platform reports it."""
+
+    BUILDING = "BUILDING"
+    BUILD_FAILED = "BUILD_FAILED"
+    NEW_VERSION_CREATED = "NEW_VERSION_CREATED"
+    UNDER_REVIEW = "UNDER_REVIEW"
+    REJECTED = "REJECTED"
+    PILOT_TESTING = "PILOT_TESTING"
+    RELEASE_PREPARATION = "RELEASE_PREPARATION"
+    GRAYSCALE = "GRAYSCALE"
+    FULL_RELEASE = "FULL_RELEASE"
+    CANCELED = "CANCELED"
+    ARCHIVED = "ARCHIVED"
+
+
+#: Stages after which nothing more happens to a release.
+FINAL_STAGES = frozenset({Stage.BUILD_FAILED, Stage.CANCELED, Stage.ARCHIVED})
+#: Stages in which testers or app users may already run the version.
+EXPOSED_STAGES = frozenset({Stage.PILOT_TESTING, Stage.GRAYSCALE, Stage.FULL_RELEASE})
+
+
+def configuration_digest(configuration: Mapping[str, Any]) -> str:
+    """A stable digest of a configuration: same content, same digest (key order ignored).
+
+    The simulator stamps compatibility reports with it; the controller compares it with the
+    digest of the manifest's configuration to know whether a report is still current.
+    """
+    canonical = json.dumps(configuration, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class CompatibilityStatus(StrEnum):
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+
+
+class ReviewDecision(StrEnum):
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """An uploaded version of a mini program (``Upload mini programs`` in the seed)."""
+
+    mini_program: str
+    version: str
+    uploaded_at: datetime
+
+
+@dataclass(frozen=True)
+class CompatibilityCase:
+    """One cell of the compatibility matrix (operating system x network x device)."""
+
+    os: str
+    network: str
+    device: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class CompatibilityReport:
+    """The result of one compatibility test run ("View Report" in the console)."""
+
+    report_id: str
+    status: CompatibilityStatus
+    #: Share of passed cases, 0..100, rounded to one decimal; 0 while running.
+    pass_rate: float
+    cases: tuple[CompatibilityCase, ...]
+    #: Digest of the configuration the test ran against (see ``configuration_digest``).
+    configuration_digest: str
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """The platform's answer to an application for release."""
+
+    decision: ReviewDecision
+    reason: str
+    #: Whether the platform requires pilot testing for this target (seen after approval).
+    pilot_required: bool
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class QrCode:
+    """A QR code for a released mini program: a deep link and its SVG rendering."""
+
+    url: str
+    svg: str
+
+
+@dataclass(frozen=True)
+class TesterChange:
+    """What ``set_testers`` changed: the set difference, sorted."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback metrics of a released version, used to judge a grayscale step."""
+
+    crash_rate: float
+    error_rate: float
+    users_on_version: int
+
+
+@dataclass(frozen=True)
+class ReleaseSnapshot:
+    """Everything observable about one release (one version on one target app)."""
+
+    release_id: str
+    mini_program: str
+    version: str
+    target_app: str
+    environment: str
+    stage: Stage
+    basic_info: Mapping[str, str]
+    configuration: Mapping[str, Any]
+    #: The latest compatibility test, if any ran.
+    compatibility: CompatibilityReport | None
+    #: The latest review decision, if the release was ever reviewed.
+    review: Review | None
+    testers: tuple[str, ...]
+    #: Share of app users who get this version, 0..100 (100 once fully released).
+    grayscale: int
+    #: When the release entered each stage it has been in (latest entry per stage).
+    stage_times: Mapping[Stage, datetime]
+    qr_code: QrCode | None
+    created_at: datetime
+    updated_at: datetime
+    #: Free text the platform attaches to the current stage (build log line, cancel reason).
+    message: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """The narrow boundary between the controller and a mini-program platform."""
+
+    # --- observation (no effects) ---------------------------------------------------------
+    def get_version(self, mini_program: str, version: str) -> VersionInfo | None:
+        """Return the uploaded version, or None if it has not been uploaded (yet)."""
+        ...
+
+    def get_release(self, release_id: str) -> ReleaseSnapshot:
+        """Return the whole observed state of one release. Raises NotFound."""
+        ...
+
+    def find_releases(self, mini_program: str, target_app: str) -> list[ReleaseSnapshot]:
+        """All releases of a mini program on a target app, oldest first."""
+        ...
+
+    def get_feedback(self, release_id: str) -> Feedback:
+        """Feedback metrics (crash rate, error rate, users on the version)."""
+        ...
+
+    # --- mutations (each takes an idempotency key) ----------------------------------------
+    def create_release(
+        self,
+        mini_program: str,
+        version: str,
+        target_app: str,
+        environment: str,
+        *,
+        idempotency_key: str,
+    ) -> ReleaseSnapshot:
+        """Select the target app for a version: starts the build ("Select App", "Confirm")."""
+        ...
+
+    def update_basic_info(
+        self, release_id: str, basic_info: Mapping[str, str], *, idempotency_key: str
+    ) -> ReleaseSnapshot:
+        """Replace the basic info (name, description, slogan); allowed until full release."""
+        ...
+
+    def update_configuration(
+        self, release_id: str, configuration: Mapping[str, Any], *, idempotency_key: str
+    ) -> ReleaseSnapshot:
+        """Replace the package configuration; only before applying (or after a rejection)."""
+        ...
+
+    def run_compatibility_test(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """Start a compatibility test of the current configuration ("Test Compatibility")."""
+        ...
+
+    def apply(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """Apply to release: sends the release to review ("Apply to Release")."""
+        ...
+
+    def withdraw(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """Withdraw an application under review; the release becomes editable again."""
+        ...
+
+    def set_testers(
+        self, release_id: str, testers: Sequence[str], *, idempotency_key: str
+    ) -> TesterChange:
+        """Replace the pilot tester set ("Add Testers" / "Update Test Group")."""
+        ...
+
+    def complete_testing(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """End pilot testing successfully ("Complete Testing")."""
+        ...
+
+    def cancel(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """Cancel testing or the release; final for this version on this target."""
+        ...
+
+    def set_grayscale(
+        self, release_id: str, percent: int, *, idempotency_key: str
+    ) -> ReleaseSnapshot:
+        """Release to ``percent`` of app users; the percentage only rises."""
+        ...
+
+    def full_release(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
+        """Release to all app users ("Full Release", or grayscale 100%)."""
+        ...
+
+    def create_qr_code(self, release_id: str, *, idempotency_key: str) -> QrCode:
+        """Create the QR code of a released mini program."""
+        ...
