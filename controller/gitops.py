@@ -1,0 +1,671 @@
+"""The controller's own clone of the release repository: sync, read, write status, push.
+
+``reconcile.run_pass`` opens one :class:`Workspace` per controller and, every pass, calls
+:meth:`Workspace.sync` (fetch, hard reset to the remote branch), reads manifests under
+:attr:`Workspace.root`, and hands the status files that changed to
+:meth:`Workspace.write_status`, which makes at most one commit and pushes it.
+
+Rules this module keeps (DESIGN section 5, and the write-back pain points of Flux and Argo CD
+Image Updater):
+
+- No commit when nothing changed: identical bytes make no commit and no push.
+- The controller only writes ``status/``: paths are validated before anything is written, and
+  every commit about to be pushed is checked to touch nothing else.
+- Never force. A rejected push (a person pushed first) is rebuilt: fetch, reset to the new
+  head, lay the same status files on it, commit again, push again, with bounded, jittered
+  exponential backoff. A person's commit is never lost or rewritten.
+- The commit it pushed is remembered (:attr:`Workspace.last_pushed`, as Flux does) so a pass can
+  tell its own commit from a person's.
+- One controller per workdir: an exclusive ``flock`` held from :meth:`Workspace.open` to
+  :meth:`Workspace.close`.
+
+Layout of a workdir::
+
+    <workdir>/relctl.lock   the lock (holds the pid of the controller that owns the workdir)
+    <workdir>/repo/         the clone; hard reset and cleaned on every sync
+
+The clone lives one level down so that ``git clean`` can never delete the lock file, and so the
+workdir can hold other controller state next to the clone.
+
+Git runs as the ``git`` CLI through GitPython's ``Repo.git`` (FACTS.md: ``repo.index`` is ~8x
+slower in a 10,000-file repo and changes the process's working directory). Every ``Repo`` is
+closed by :meth:`Workspace.close`, which also ends GitPython's ``git cat-file`` helpers.
+A ``Workspace`` is not thread safe: use it from one pass at a time.
+
+Errors (one line each, for people, never a traceback)::
+
+    GitError                 a git command failed
+     +-- WorkspaceLocked     another controller holds the workdir (.pid says which)
+     +-- WorkspaceMismatch   the workdir holds something else than a clone of the remote
+     +-- UnsafeStatusPath    a write outside status/ was refused; nothing was committed
+     +-- PushRejected        the remote kept rejecting the push; nothing was forced
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import git
+
+#: The only top-level directory the controller writes.
+STATUS_DIR = "status"
+#: Trailer recording the commit of the branch a status commit was computed from.
+OBSERVED_TRAILER = "Relctl-Observed-Commit"
+SKIP_CI = "[skip ci]"
+
+_LOCK_NAME = "relctl.lock"
+_CLONE_NAME = "repo"
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
+#: Environment for every git call: never prompt for credentials (a daemon has no terminal).
+_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and values
+# --------------------------------------------------------------------------------------------
+
+
+class GitError(Exception):
+    """A git operation failed; ``str()`` is one line a person can act on."""
+
+
+class WorkspaceLocked(GitError):
+    """Another controller (process ``pid``, when known) holds the workdir's lock."""
+
+    def __init__(self, workdir: Path, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"workdir {workdir} is locked by {holder}: one controller per workdir "
+            "(stop the other controller or use another --workdir)"
+        )
+        self.workdir = workdir
+        self.pid = pid
+
+
+class WorkspaceMismatch(GitError):
+    """The workdir holds a clone of another remote, or something that is not a clone."""
+
+
+class UnsafeStatusPath(GitError, ValueError):
+    """A status write outside ``status/`` was refused before anything was committed."""
+
+
+class PushRejected(GitError):
+    """The remote rejected every push attempt; nothing was forced and nothing was lost."""
+
+    def __init__(self, branch: str, attempts: int, reason: str) -> None:
+        super().__init__(
+            f"push to {branch} rejected {attempts} time(s), last: {reason}; "
+            "the status will be written again on the next pass"
+        )
+        self.branch = branch
+        self.attempts = attempts
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """A status commit that reached the remote."""
+
+    commit: str
+    #: 1 when the first push landed; more when people pushed in between.
+    attempts: int
+    #: Paths the commit changed (added, modified or deleted), sorted.
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit of the branch, as :meth:`Workspace.log` reports it."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    subject: str
+    time: datetime
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def redact(text: str) -> str:
+    """Hide credentials embedded in URLs (``https://user:token@host`` -> ``https://***@host``)."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def status_path(relpath: str) -> str:
+    """Validate a status file path and return it normalised; raise :class:`UnsafeStatusPath`.
+
+    Accepted: relative POSIX paths below ``status/`` with no ``.``/``..``/empty component, no
+    ``.git`` component, no backslash or NUL.
+    """
+    parts = _relative_parts(relpath)
+    if parts is None or len(parts) < 2 or parts[0] != STATUS_DIR:
+        raise UnsafeStatusPath(f"refusing to write {relpath!r}: the controller only writes status/")
+    return "/".join(parts)
+
+
+def _relative_parts(relpath: str) -> tuple[str, ...] | None:
+    """The components of a safe relative path, or None if it is absolute or escapes."""
+    if not relpath or "\\" in relpath or "\0" in relpath or relpath.startswith("/"):
+        return None
+    parts = tuple(relpath.split("/"))
+    if any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+        return None
+    return parts
+
+
+def backoff_delay(retry: int, rng: random.Random, *, base: float, cap: float) -> float:
+    """Delay before retry number ``retry`` (1-based): exponential, capped, "equal jitter".
+
+    The delay lies in ``[d/2, d)`` with ``d = min(cap, base * 2**(retry-1))``, so racing
+    controllers spread out but no retry waits more than ``cap``.
+    """
+    ceiling = min(cap, base * 2.0 ** (retry - 1))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def commit_message(message: str, observed_commit: str, *, skip_ci: bool) -> str:
+    """The full status commit message: subject (+ ``[skip ci]``), body, observed-commit trailer."""
+    lines = message.strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError("a status commit needs a non-empty subject")
+    subject, body = lines[0].strip(), "\n".join(lines[1:]).strip()
+    if skip_ci and SKIP_CI not in subject:
+        subject = f"{subject} {SKIP_CI}"
+    paragraphs = [subject, body] if body else [subject]
+    paragraphs.append(f"{OBSERVED_TRAILER}: {observed_commit}")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def _same_remote(configured: str, wanted: str) -> bool:
+    return _normalise_remote(configured) == _normalise_remote(wanted)
+
+
+def _normalise_remote(url: str) -> str:
+    """Compare remotes loosely: local paths resolved, trailing ``/`` and ``.git`` ignored."""
+    if urlsplit(url).scheme == "file":
+        url = urlsplit(url).path
+    if _is_local_path(url):
+        url = str(Path(url).expanduser().resolve())
+    url = url.rstrip("/")
+    return url.removesuffix(".git")
+
+
+def _is_local_path(url: str) -> bool:
+    """A plain path (not ``scheme://`` and not scp-like ``host:path``)."""
+    if "://" in url:
+        return False
+    head = url.split("/", 1)[0]
+    return ":" not in head
+
+
+def _one_line(stderr: str) -> str:
+    """The line of git's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for prefix in ("fatal:", "error:", "remote: error:"):
+        for line in lines:
+            if line.startswith(prefix):
+                return redact(line)
+    return redact(lines[-1]) if lines else "no error output"
+
+
+def _split_z(output: str) -> list[str]:
+    return [item.strip("\n") for item in output.split("\0") if item.strip("\n")]
+
+
+# --------------------------------------------------------------------------------------------
+# The workspace
+# --------------------------------------------------------------------------------------------
+
+
+class Workspace:
+    """The controller's own, locked clone of ``remote`` at ``branch`` in ``workdir``.
+
+    Use as a context manager (``with Workspace(...) as ws:``) or call :meth:`open` and
+    :meth:`close`. ``sleep`` and ``rng`` drive the push retry backoff (tests inject them);
+    ``network_timeout`` bounds each fetch and push (seconds, None for no bound).
+    """
+
+    def __init__(
+        self,
+        remote: str,
+        branch: str,
+        workdir: Path,
+        *,
+        author_name: str = "relctl",
+        author_email: str = "relctl@localhost",
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        network_timeout: float | None = 120.0,
+    ) -> None:
+        if _is_local_path(remote):
+            remote = str(Path(remote).expanduser().resolve())
+        self.remote = remote
+        self.branch = branch
+        self.workdir = Path(workdir).expanduser().resolve()
+        self.author_name = author_name
+        self.author_email = author_email
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._network_timeout = network_timeout
+        self._lock_fd: int | None = None
+        self._repo: git.Repo | None = None
+        self._last_pushed: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> Self:
+        """Take the workdir's lock, then clone the remote or check the existing clone."""
+        if self._repo is not None:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._check_branch_name()
+        self._lock()
+        try:
+            if not (self.root / ".git").exists():
+                self._clone()
+            self._repo = git.Repo(self.root)
+            self._check_origin()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close the GitPython ``Repo`` (ending its ``git cat-file`` helpers), release the lock."""
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    @property
+    def root(self) -> Path:
+        """The work tree of the clone, where manifests are read after :meth:`sync`."""
+        return self.workdir / _CLONE_NAME
+
+    @property
+    def repo(self) -> git.Repo:
+        """The GitPython ``Repo`` of the clone (for reads); closed by :meth:`close`."""
+        if self._repo is None:
+            raise GitError(f"workspace {self.workdir} is not open")
+        return self._repo
+
+    @property
+    def last_pushed(self) -> str | None:
+        """The last status commit this workspace pushed (None before the first push)."""
+        return self._last_pushed
+
+    @property
+    def head(self) -> str:
+        """The commit checked out in :attr:`root` (after :meth:`sync`)."""
+        status, out, _err = self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        if status != 0:
+            raise GitError(f"workspace {self.workdir} has no commit checked out: sync() first")
+        return out
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def sync(self) -> str:
+        """Fetch the branch, hard reset the work tree to it, remove untracked files.
+
+        Returns the commit now checked out. Nothing of a person lives in this clone, so nothing
+        is lost: the remote is the only truth.
+        """
+        self._fetch()
+        self._reset_to_remote()
+        return self.head
+
+    def read_file(self, relpath: str) -> bytes | None:
+        """The bytes of ``relpath`` in the work tree, or None when it is not a regular file."""
+        parts = _relative_parts(relpath)
+        if parts is None:
+            raise ValueError(f"not a relative path inside the repository: {relpath!r}")
+        path = self.root.joinpath(*parts)
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise ValueError(f"{relpath!r} leads outside the repository")
+        try:
+            return path.read_bytes() if path.is_file() else None
+        except FileNotFoundError:
+            return None
+
+    def changed_paths(self, since: str, until: str = "HEAD") -> list[str]:
+        """Paths that differ between two commits (renames as delete + add), sorted."""
+        out = self._git(
+            "diff", "--name-only", "--no-renames", "-z", _revision(since), _revision(until), "--"
+        )
+        return sorted(_split_z(out))
+
+    def log(
+        self,
+        paths: Sequence[str] = (),
+        since: str | None = None,
+        *,
+        until: str = "HEAD",
+        max_count: int | None = None,
+    ) -> list[CommitInfo]:
+        """Commits reachable from ``until`` but not ``since`` touching ``paths``; newest first."""
+        args = ["log", "-z", "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%s"]
+        if max_count is not None:
+            args.append(f"--max-count={max_count}")
+        until = _revision(until)
+        args += [f"{_revision(since)}..{until}" if since else until, "--", *paths]
+        commits = []
+        for record in _split_z(self._git(*args)):
+            sha, name, email, stamp, subject = record.split("\x1f", 4)
+            when = datetime.fromtimestamp(int(stamp), UTC)
+            commits.append(CommitInfo(sha, name, email, subject, when))
+        return commits
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_status(
+        self,
+        files: Mapping[str, bytes | None],
+        message: str,
+        *,
+        observed_commit: str,
+        skip_ci: bool = False,
+        max_attempts: int = 5,
+    ) -> PushResult | None:
+        """Commit ``files`` (None deletes) on the current head and push; None if nothing changed.
+
+        On a rejected push the same files are laid on the remote's new head and pushed again,
+        up to ``max_attempts`` pushes in all, then :class:`PushRejected`. Never forces.
+        """
+        wanted = {status_path(path): data for path, data in files.items()}
+        if not _SHA.fullmatch(observed_commit):
+            raise ValueError(f"observed_commit must be a full commit sha, not {observed_commit!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        full_message = commit_message(message, observed_commit, skip_ci=skip_ci)
+        reason = ""
+        for attempt in range(1, max_attempts + 1):
+            if attempt > 1:
+                delay = backoff_delay(
+                    attempt - 1, self._rng, base=self._backoff_base, cap=self._backoff_cap
+                )
+                self._sleep(delay)
+                self._fetch()
+                self._reset_to_remote()
+            base = self.head
+            try:
+                changed = self._lay(wanted)
+                if not changed:
+                    return None
+                commit = self._commit(full_message)
+                self._assert_only_status(commit)
+                reason = self._push()
+            except BaseException:
+                self._discard_local(base)
+                raise
+            if not reason:
+                self._last_pushed = commit
+                return PushResult(commit=commit, attempts=attempt, files=tuple(changed))
+            self._discard_local(base)  # never keep a commit the remote refused
+        raise PushRejected(self.branch, max_attempts, reason)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @property
+    def _remote_ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def _git(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        cwd: Path | None = None,
+    ) -> str:
+        status, out, err = self._run(*args, env=env, timeout=timeout, cwd=cwd)
+        if status != 0:
+            raise GitError(f"git {args[0]} failed: {_one_line(err)}")
+        return out
+
+    def _run(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        cwd: Path | None = None,
+    ) -> tuple[int, str, str]:
+        """Run ``git args`` in the clone (or ``cwd``); (exit status, stdout, stderr)."""
+        runner = git.Git(str(cwd)) if cwd is not None else self.repo.git
+        try:
+            return runner.execute(
+                [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                env={**_ENV, **(env or {})},
+                kill_after_timeout=timeout,
+            )
+        except git.GitCommandNotFound as error:
+            raise GitError("git is not installed or not on PATH") from error
+
+    def _check_branch_name(self) -> None:
+        status, _out, _err = self._run(
+            "check-ref-format", f"refs/heads/{self.branch}", cwd=self.workdir
+        )
+        if status != 0 or self.branch.startswith("-"):
+            raise GitError(f"not a valid branch name: {self.branch!r}")
+
+    def _lock(self) -> None:
+        path = self.workdir / _LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WorkspaceLocked(self.workdir, _read_pid(path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _clone(self) -> None:
+        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            raise WorkspaceMismatch(
+                f"{self.root} exists but is not a git clone; remove it or use another --workdir"
+            )
+        for leftover in self.workdir.glob(f".{_CLONE_NAME}.clone-*"):  # an interrupted clone
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = self.workdir / f".{_CLONE_NAME}.clone-{os.getpid()}"
+        status, _out, err = self._run(
+            "clone",
+            "--no-checkout",
+            "--origin",
+            "origin",
+            "--",
+            self.remote,
+            str(staging),
+            cwd=self.workdir,
+        )
+        if status != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise GitError(f"cannot clone {redact(self.remote)}: {_one_line(err)}")
+        with contextlib.suppress(FileNotFoundError):
+            self.root.rmdir()
+        staging.rename(self.root)  # atomic: a crash never leaves a half clone at root
+
+    def _check_origin(self) -> None:
+        status, url, _err = self._run("config", "--get", "remote.origin.url")
+        if status != 0 or not _same_remote(url, self.remote):
+            found = redact(url) if status == 0 else "no origin remote"
+            raise WorkspaceMismatch(
+                f"{self.root} is a clone of {found}, not of {redact(self.remote)}; "
+                "use another --workdir or remove it"
+            )
+
+    def _fetch(self) -> None:
+        # "+" only lets our remote-tracking ref follow a rewritten branch; pushes never force.
+        refspec = f"+refs/heads/{self.branch}:{self._remote_ref}"
+        status, _out, err = self._run(
+            "fetch", "--prune", "--no-tags", "origin", refspec, timeout=self._network_timeout
+        )
+        if status == 0:
+            return
+        if "couldn't find remote ref" in err:
+            raise GitError(f"branch {self.branch!r} not found on {redact(self.remote)}")
+        raise GitError(f"cannot fetch {redact(self.remote)}: {_one_line(err)}")
+
+    def _reset_to_remote(self) -> None:
+        self._git(
+            "checkout",
+            "--quiet",
+            "--force",
+            "--no-track",
+            "-B",
+            self.branch,
+            self._remote_ref,
+            "--",
+        )
+        self._git("clean", "-ffdxq")
+
+    def _discard_local(self, commit: str) -> None:
+        """Put the branch, index and work tree back at ``commit`` (after a failed attempt)."""
+        with contextlib.suppress(GitError):
+            self._git("reset", "--quiet", "--hard", commit)
+            self._git("clean", "-ffdq", "--", STATUS_DIR)
+
+    def _lay(self, wanted: Mapping[str, bytes | None]) -> list[str]:
+        """Write/delete the status files in the work tree and stage them; the staged paths."""
+        present, absent = [], []
+        for relpath, data in wanted.items():
+            path = self._status_file(relpath)
+            if path.is_symlink():
+                path.unlink()  # never write through a link; the file becomes a regular file
+            elif path.is_dir():
+                shutil.rmtree(path)
+            if data is None:
+                path.unlink(missing_ok=True)
+                absent.append(relpath)
+                continue
+            if not (path.is_file() and path.read_bytes() == data):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            present.append(relpath)
+        for batch in _batches(present):
+            self._git("add", "--", *batch)
+        for batch in _batches(absent):
+            self._git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", *batch)
+        staged = self._git("diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD", "--")
+        return sorted(_split_z(staged))
+
+    def _status_file(self, relpath: str) -> Path:
+        """The work-tree path of a validated status path; refuse links and files on the way."""
+        current = self.root
+        for part in relpath.split("/")[:-1]:
+            current = current / part
+            if current.is_symlink() or (current.exists() and not current.is_dir()):
+                raise UnsafeStatusPath(
+                    f"refusing to write {relpath!r}: "
+                    f"{current.relative_to(self.root)} is not a directory in the repository"
+                )
+        return current / relpath.rsplit("/", 1)[-1]
+
+    def _commit(self, message: str) -> str:
+        identity = {
+            "GIT_AUTHOR_NAME": self.author_name,
+            "GIT_AUTHOR_EMAIL": self.author_email,
+            "GIT_COMMITTER_NAME": self.author_name,
+            "GIT_COMMITTER_EMAIL": self.author_email,
+        }
+        self._git(
+            "commit", "--quiet", "--no-verify", "--cleanup=verbatim", "-m", message, env=identity
+        )
+        return self.head
+
+    def _assert_only_status(self, commit: str) -> None:
+        """Refuse to push unless every commit the push would send touches only ``status/``."""
+        out = self._git(
+            "log",
+            "-z",
+            "--format=",
+            "--name-only",
+            "--no-renames",
+            "-m",
+            f"{self._remote_ref}..{commit}",
+            "--",
+        )
+        outside = sorted(p for p in _split_z(out) if not p.startswith(f"{STATUS_DIR}/"))
+        if outside:
+            shown = ", ".join(outside[:5]) + (" ..." if len(outside) > 5 else "")
+            raise UnsafeStatusPath(
+                f"refusing to push: the commit touches files outside status/: {shown}"
+            )
+
+    def _push(self) -> str:
+        """Push the branch (never forced); "" when it landed, else the rejection reason."""
+        ref = f"refs/heads/{self.branch}"
+        _status, out, err = self._run(
+            "push",
+            "--porcelain",
+            "--no-verify",
+            "origin",
+            f"{ref}:{ref}",
+            timeout=self._network_timeout,
+        )
+        for line in out.splitlines():
+            flag, _, rest = line.partition("\t")
+            if rest.startswith(f"{ref}:"):
+                summary = rest.partition("\t")[2].strip()
+                if flag in (" ", "*", "="):  # fast-forward, new branch, already there
+                    return ""
+                if flag == "!":
+                    return summary or "rejected"
+                raise GitError(f"unexpected push result for {self.branch}: {line.strip()}")
+        raise GitError(f"cannot push to {redact(self.remote)}: {_one_line(err)}")
+
+
+def _revision(rev: str) -> str:
+    """A revision argument that git cannot mistake for an option."""
+    if not rev or rev.startswith("-"):
+        raise ValueError(f"not a revision: {rev!r}")
+    return rev
+
+
+def _batches(paths: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    """Split long path lists so a command line never grows past the OS limit."""
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
