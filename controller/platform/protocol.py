@@ -48,14 +48,30 @@ FINAL_STAGES = frozenset({Stage.BUILD_FAILED, Stage.CANCELED, Stage.ARCHIVED})
 EXPOSED_STAGES = frozenset({Stage.PILOT_TESTING, Stage.GRAYSCALE, Stage.FULL_RELEASE})
 
 
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys; any Mapping is a JSON object, any list/tuple an array.
+
+    Read-only mappings (``MappingProxyType``) and tuples are normalised first, so the same
+    content always gives the same text, whatever container types carried it.
+    """
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            return {str(k): plain(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [plain(v) for v in item]
+        return item
+
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
 def configuration_digest(configuration: Mapping[str, Any]) -> str:
     """A stable digest of a configuration: same content, same digest (key order ignored).
 
     The simulator stamps compatibility reports with it; the controller compares it with the
     digest of the manifest's configuration to know whether a report is still current.
     """
-    canonical = json.dumps(configuration, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_json(configuration).encode()).hexdigest()[:16]
 
 
 class CompatibilityStatus(StrEnum):
