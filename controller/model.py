@@ -12,14 +12,13 @@ apply, complete testing, full release.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from controller.platform.protocol import ReleaseSnapshot, Stage
+from controller.platform.protocol import ReleaseSnapshot, Stage, canonical_json
 
 API_VERSION = "relctl/v1"
 
@@ -102,9 +101,8 @@ class ReleaseSpec:
 
 
 def digest(value: Any) -> str:
-    """Stable short digest of a JSON-able value (key order ignored)."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """Stable short digest of a JSON-able value (key order and container types ignored)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
 
 
 def spec_to_dict(spec: ReleaseSpec) -> dict[str, Any]:

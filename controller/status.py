@@ -107,7 +107,7 @@ def human_duration(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def set_condition(  # noqa: PLR0917 - the agreed signature: (conditions, what, now)
+def set_condition(
     conditions: tuple[Condition, ...],
     type_: ConditionType,
     status: ConditionStatus,
