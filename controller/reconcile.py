@@ -187,13 +187,7 @@ def next_status(
     history = base.history
     conditions = base.conditions
 
-    # What the platform shows now.
     stage = snapshot.stage if snapshot else None
-    if snapshot is not None and (previous is None or previous.stage != stage):
-        history = append_event(
-            history, Event(now, _stage_reason(snapshot), _stage_message(release, snapshot))
-        )
-
     # What the controller did.
     last_error, next_retry = base.last_error, base.next_retry
     applied_spec_hash = base.applied_spec_hash
@@ -216,6 +210,11 @@ def next_status(
     elif plan.reason not in (Reason.RETRY_BACKOFF, Reason.PLATFORM_REFUSED):
         # Nothing attempted and no hold on an earlier failure: any old error is history.
         last_error, next_retry = None, None
+    # What the platform shows now (after the step that may have caused it).
+    if snapshot is not None and (previous is None or previous.stage != stage):
+        history = append_event(
+            history, Event(now, _stage_reason(snapshot), _stage_message(release, snapshot))
+        )
     if plan.outcome is Outcome.STALLED:
         history = append_event(history, Event(now, str(plan.reason), plan.message))
     if applied_spec_hash is None and stage is not None and snapshot and snapshot.review:
