@@ -25,9 +25,8 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.gitops import GitError, Workspace
-from controller.manifests import LoadResult
 from controller.platform.protocol import Platform
-from controller.reconcile import PassResult, ProgressCallback, run_pass
+from controller.reconcile import PassCache, PassResult, ProgressCallback, run_pass
 
 log = logging.getLogger("relctl")
 
@@ -66,7 +65,7 @@ class Controller:
         self.skip_ci = skip_ci
         self.passes = 0
         self.failures = 0
-        self._cache: dict[str, LoadResult] = {}
+        self.cache = PassCache()
         self._lock = threading.Lock()
 
     def pass_once(self, *, raise_errors: bool = False) -> PassResult | None:
@@ -83,7 +82,7 @@ class Controller:
                     self.now,
                     skip_ci=self.skip_ci,
                     progress=self.progress,
-                    cache=self._cache,
+                    cache=self.cache,
                 )
             except GitError as error:
                 self.failures += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.act import ActResult, act, record_error
@@ -383,18 +383,57 @@ def invalid_status(
 # --------------------------------------------------------------------------------------------
 
 
-def read_previous(root: Path) -> dict[str, tuple[Status | None, bytes]]:
-    """The status files in the repository, by release key: (parsed, raw bytes)."""
+@dataclass
+class PassCache:
+    """What a long-running controller remembers between passes.
+
+    An optimisation only: a fresh process without it reaches the same statuses, just slower.
+    It holds the load result of the last commit (manifests are not parsed again while main
+    does not move), the parsed status files by their bytes, and when each settled release
+    was last observed on the platform.
+    """
+
+    #: Settled releases (Ready, spec unchanged, no retry pending) are observed on the
+    #: platform at least this often; in between their status is kept as it is.
+    resync: timedelta = timedelta(minutes=5)
+    commit: str | None = None
+    loaded: LoadResult | None = None
+    statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
+    observed_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def read_previous(
+    root: Path, cache: PassCache | None = None
+) -> dict[str, tuple[Status | None, bytes]]:
+    """The status files in the repository, by release key: (parsed, raw bytes).
+
+    With a cache, a file whose bytes did not change since the last pass is not parsed again.
+    """
     found: dict[str, tuple[Status | None, bytes]] = {}
     status_dir = root / "status"
     if not status_dir.is_dir():
         return found
+    known = cache.statuses if cache is not None else {}
     for path in sorted(status_dir.glob("*/*.yaml")):
-        relpath = path.relative_to(root).as_posix()
         data = path.read_bytes()
         key = f"{path.parent.name}/{path.stem}"
-        found[key] = (parse_status(data, file=relpath), data)
+        cached = known.get(key)
+        if cached is not None and cached[0] == data:
+            found[key] = (cached[1], data)
+            continue
+        found[key] = (parse_status(data, file=path.relative_to(root).as_posix()), data)
     return found
+
+
+def _settled(release: Release, before: Status | None, cache: PassCache, now: datetime) -> bool:
+    """Whether a release can keep its status without asking the platform in this pass."""
+    if before is None or before.spec_hash != release.spec_hash or before.next_retry:
+        return False
+    ready = before.condition(ConditionType.READY)
+    if ready is None or ready.status is not ConditionStatus.TRUE:
+        return False
+    seen = cache.observed_at.get(release.key)
+    return seen is not None and now - seen < cache.resync
 
 
 def reconcile_repository(
@@ -404,7 +443,7 @@ def reconcile_repository(
     now: datetime,
     *,
     dry_run: bool = False,
-    loaded: LoadResult | None = None,
+    cache: PassCache | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[list[ReleaseResult], dict[str, bytes | None], LoadResult]:
     """Reconcile every release of a checked-out repository.
@@ -412,17 +451,29 @@ def reconcile_repository(
     Returns the per-release results, the status files to write (``None`` = delete: the
     manifest is gone) and the load result. Touches git not at all.
     """
-    loaded = loaded if loaded is not None else load_repository(root)
+    if cache is not None and cache.commit == commit and cache.loaded is not None:
+        loaded = cache.loaded
+    else:
+        loaded = load_repository(root)
+        if cache is not None:
+            cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
         # Without a valid relctl.yaml no release can be judged: act on nothing and keep every
         # status as it is (an unreadable config must never read as "all releases deleted").
         log.error("relctl.yaml is missing or invalid: no release is reconciled in this pass")
         return [], {}, loaded
-    previous = read_previous(root)
+    previous = read_previous(root, cache)
     results: list[ReleaseResult] = []
     for release in loaded.releases:
         before, _raw = previous.get(release.key, (None, b""))
-        results.append(reconcile_release(platform, release, before, commit, now, dry_run=dry_run))
+        if cache is not None and before is not None and _settled(release, before, cache, now):
+            results.append(ReleaseResult(key=release.key, status=before))
+        else:
+            results.append(
+                reconcile_release(platform, release, before, commit, now, dry_run=dry_run)
+            )
+            if cache is not None:
+                cache.observed_at[release.key] = now
         if progress is not None:
             progress(results[-1])
     for key, problems in sorted(loaded.invalid.items()):
@@ -435,8 +486,11 @@ def reconcile_repository(
     files: dict[str, bytes | None] = {}
     final: list[ReleaseResult] = []
     for item in results:
-        rendered = render_status(item.status)
-        _before, raw = previous.get(item.key, (None, b""))
+        before, raw = previous.get(item.key, (None, b""))
+        # parse(render(s)) == s, so an equal status renders to the bytes already there.
+        rendered = (
+            raw if before is not None and item.status == before else render_status(item.status)
+        )
         changed = rendered != raw
         if changed:
             files[f"status/{item.key}.yaml"] = rendered
@@ -445,6 +499,10 @@ def reconcile_repository(
     for key in previous:
         if key not in live:
             files[f"status/{key}.yaml"] = None
+    if cache is not None:
+        cache.statuses = {item.key: (item.rendered, item.status) for item in final if not dry_run}
+        for key in set(cache.observed_at) - live:
+            del cache.observed_at[key]
     return final, files, loaded
 
 
@@ -479,28 +537,30 @@ def run_pass(
     *,
     skip_ci: bool = False,
     progress: ProgressCallback | None = None,
-    cache: dict[str, LoadResult] | None = None,
+    cache: PassCache | None = None,
 ) -> PassResult:
     """One whole pass: sync, reconcile every release, one status commit, push."""
     commit = workspace.sync()
-    loaded = cache.get(commit) if cache is not None else None
     results, files, loaded = reconcile_repository(
-        workspace.root, platform, commit, now(), loaded=loaded, progress=progress
+        workspace.root, platform, commit, now(), cache=cache, progress=progress
     )
-    if cache is not None:
-        cache.clear()
-        cache[commit] = loaded
     removed = tuple(
         sorted(path[len("status/") : -len(".yaml")] for path, data in files.items() if data is None)
     )
     pushed = None
     if files:
-        pushed = workspace.write_status(
-            files,
-            commit_message(results, removed),
-            observed_commit=commit,
-            skip_ci=skip_ci,
-        )
+        try:
+            pushed = workspace.write_status(
+                files,
+                commit_message(results, removed),
+                observed_commit=commit,
+                skip_ci=skip_ci,
+            )
+        except Exception:
+            if cache is not None:  # what is in git is not what the cache says: start over
+                cache.statuses.clear()
+                cache.observed_at.clear()
+            raise
     return PassResult(
         commit=commit,
         releases=tuple(results),

@@ -13,6 +13,7 @@ from gitutil import assert_fast_forward_only, isolate_git, remote_log
 
 from controller.model import ConditionStatus, ConditionType, Phase, Status
 from controller.platform.protocol import Stage
+from controller.reconcile import PassCache
 
 GCASH = "releases/shop/gcash.yaml"
 DANA = "releases/shop/dana.yaml"
@@ -261,3 +262,43 @@ def world_effect_counts(world: World) -> dict[str, int]:
     for operation, _request in world.effects():
         counts[operation] = counts.get(operation, 0) + 1
     return counts
+
+
+class CountingPlatform:
+    """The simulator, counting the observation calls the controller makes."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.finds = 0
+
+    def find_releases(self, mini_program: str, target_app: str) -> object:
+        self.finds += 1
+        return self.inner.find_releases(mini_program, target_app)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_settled_releases_are_reobserved_only_after_the_resync_period_or_a_change(
+    tmp_path: Path,
+) -> None:
+    with make_world(tmp_path, {DANA: manifest("shop", "dana", grayscale=50)}) as world:
+        world.run_until(lambda s: ready(s["shop/dana"]))
+        counting = CountingPlatform(world.simulator)
+        world.controller.platform = counting  # type: ignore[assignment]
+        world.controller.cache = PassCache()  # a fresh process
+        world.pass_once()
+        assert counting.finds == 1  # first look in this process: observed
+
+        world.pass_once()
+        world.pass_once()
+        assert counting.finds == 1  # settled: kept without asking the platform
+
+        world.simulator.advance(world.controller.cache.resync.total_seconds() + 1)
+        world.pass_once()
+        assert counting.finds == 2  # resync period over: observed again
+
+        world.edit(DANA, manifest("shop", "dana", grayscale=100), "full release")
+        world.pass_once()
+        assert counting.finds == 3  # the spec changed: observed at once
+        assert world.simulator.releases()[0].stage is Stage.FULL_RELEASE
