@@ -29,6 +29,8 @@ from controller.platform import open_platform
 from controller.platform.cli import platform
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform
+from controller.preview import preview_change, preview_json, render_markdown
+from controller.preview import render_text as render_preview_text
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
 from controller.status import format_status_table, read_statuses, status_rows
 
@@ -459,13 +461,38 @@ def run(
     show_default=True,
     help="text for people, json for tools, markdown for a pull-request comment.",
 )
-def plan(repo: Path | None, platform_spec: str | None, output: str) -> None:
+@click.option(
+    "--base",
+    help="Preview a change instead: what merging HEAD into this revision (e.g. origin/main) "
+    "will make the controller do, from the status files at the base. No platform access.",
+)
+@click.option(
+    "--head", default="HEAD", show_default=True, help="The change's revision (with --base)."
+)
+def plan(
+    repo: Path | None, platform_spec: str | None, output: str, base: str | None, head: str
+) -> None:
     """Show what the next pass would do, per release, without acting or writing to git.
 
-    Reads the manifests and status files of the repository and the platform's current state
-    (read-only calls only).
+    Without --base: reads the manifests and status files of the repository and the platform's
+    current state (read-only calls). With --base: previews a pull request, per release: the
+    transition, the steps and gates, tester differences, and anything that will be refused
+    (--format markdown is one pull-request comment, updated in place by its marker).
     """
     root = (repo or _find_repo(Path.cwd())).resolve()
+    if base is not None:
+        try:
+            change = preview_change(root, base, head, utc_now())
+        except GitError as exc:
+            _fail(str(exc))
+            return
+        if output == "json":
+            click.echo(json.dumps(preview_json(change), indent=2))
+        elif output == "markdown":
+            click.echo(render_markdown(change), nl=False)
+        else:
+            click.echo(render_preview_text(change))
+        sys.exit(0)
     try:
         with _opened_platform(platform_spec, root) as adapter:
             results = plan_repository(root, adapter, "", utc_now())
