@@ -304,6 +304,10 @@ class Validation:
     column: int
     path: str
     message: str
+    #: Stable problem code (docs/validate.md), e.g. ``schema``, ``unquoted-version``.
+    code: str = ""
+    #: How to fix it, where relctl knows.
+    hint: str | None = None
 
 
 @dataclass(frozen=True)

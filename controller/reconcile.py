@@ -349,7 +349,7 @@ def invalid_status(
     """``Invalid``: every located error; nothing else happens to the release."""
     mini_program, target_app = key.split("/", 1)
     errors = tuple(
-        Validation(p.file, p.line, p.column, p.path, p.message)
+        Validation(p.file, p.line, p.column, p.path, p.message, p.code, p.hint)
         for p in problems
         if p.severity == "error"
     )

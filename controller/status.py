@@ -270,16 +270,7 @@ def status_to_data(status: Status) -> dict[str, Any]:
     if status.next_retry is not None:
         body["nextRetry"] = _time(status.next_retry)
     if status.errors:
-        body["errors"] = [
-            {
-                "file": e.file,
-                "line": e.line,
-                "column": e.column,
-                "path": e.path,
-                "message": e.message,
-            }
-            for e in status.errors
-        ]
+        body["errors"] = [_validation_data(e) for e in status.errors]
     if status.history:
         body["history"] = [
             {"time": _time(e.time), "reason": e.reason, "message": e.message}
@@ -425,7 +416,24 @@ def _validation(data: Mapping[str, Any], where: str) -> Validation:
         column=_int(data, "column", where),
         path=_str(data, "path", where),
         message=_str(data, "message", where),
+        code=_optional_str(data, "code", where) or "",
+        hint=_optional_str(data, "hint", where),
     )
+
+
+def _validation_data(error: Validation) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "file": error.file,
+        "line": error.line,
+        "column": error.column,
+        "path": error.path,
+        "message": error.message,
+    }
+    if error.code:
+        data["code"] = error.code
+    if error.hint:
+        data["hint"] = error.hint
+    return data
 
 
 def _event(data: Mapping[str, Any], where: str) -> Event:

@@ -142,7 +142,7 @@ def test_an_invalid_manifest_is_marked_invalid_and_never_reaches_the_platform(
         invalid = statuses["shop/dana"]
         assert invalid.phase is Phase.INVALID
         (error,) = invalid.errors
-        assert (error.file, error.path) == (DANA, "spec.grayscale")
+        assert (error.file, error.path, error.code) == (DANA, "spec.grayscale", "schema")
         assert error.line > 1 and error.column > 1
         stalled = invalid.condition(ConditionType.STALLED)
         assert stalled is not None and stalled.status is ConditionStatus.TRUE
