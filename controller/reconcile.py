@@ -41,7 +41,7 @@ from controller.model import (
 )
 from controller.plan import decide, derive_phase
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import CompatibilityStatus, Platform, ReleaseSnapshot
+from controller.platform.protocol import CompatibilityStatus, Platform, ReleaseSnapshot, Stage
 from controller.status import (
     append_event,
     parse_status,
@@ -128,8 +128,8 @@ def reconcile_release(
     after = observed
     if plan.step is not None and not dry_run:
         result = act(platform, release, plan.step)
-        if result.ok or isinstance(result.error, PlatformError):
-            after = _reobserve(platform, release, observed, result)
+        # Also after a failure: an Unknown result may have taken effect.
+        after = _reobserve(platform, release, observed, result)
     status = next_status(release, previous, plan, result, after, commit, now)
     if result is not None and result.ok:
         # Say what is true after the step and what comes next, not what was just done.
@@ -227,7 +227,7 @@ def next_status(
         version=release.spec.version,
         observed_commit=base.observed_commit,
         spec_hash=release.spec_hash,
-        phase=derive_phase(release, snapshot) if not release.spec.paused else Phase.PAUSED,
+        phase=derive_phase(release, snapshot),
         release_id=snapshot.release_id if snapshot else None,
         stage=stage,
         grayscale=snapshot.grayscale if snapshot else 0,
@@ -317,12 +317,13 @@ def _stage_reason(snapshot: ReleaseSnapshot) -> str:
 
 
 def _stage_message(release: Release, snapshot: ReleaseSnapshot) -> str:
-    words = f"{release.spec.version} on {release.target_app}: {snapshot.stage.value.lower()}"
-    if snapshot.review is not None and snapshot.stage.value in ("REJECTED",):
+    stage = snapshot.stage.value.lower().replace("_", " ")
+    words = f"{release.spec.version} on {release.target_app}: {stage}"
+    if snapshot.stage is Stage.REJECTED and snapshot.review is not None:
         return f"{words}: {snapshot.review.reason}"
-    if snapshot.stage.value == "GRAYSCALE":
+    if snapshot.stage is Stage.GRAYSCALE:
         return f"{words} {snapshot.grayscale}%"
-    return words.replace("_", " ")
+    return words
 
 
 def _observation_failed(
