@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import logging
 import os
 import random
 import re
@@ -65,6 +66,8 @@ from urllib.parse import urlsplit
 import git
 
 #: The only top-level directory the controller writes.
+log = logging.getLogger("relctl")
+
 STATUS_DIR = "status"
 #: Trailer recording the commit of the branch a status commit was computed from.
 OBSERVED_TRAILER = "Relctl-Observed-Commit"
@@ -300,6 +303,8 @@ class Workspace:
         try:
             if not (self.root / ".git").exists():
                 self._clone()
+            else:
+                self._remove_stale_git_locks()
             self._repo = git.Repo(self.root)
             self._check_origin()
         except BaseException:
@@ -499,6 +504,20 @@ class Workspace:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+    def _remove_stale_git_locks(self) -> None:
+        """Delete ``*.lock`` files a killed predecessor left in the clone's git directory.
+
+        git creates ``index.lock``, ``HEAD.lock``, ``refs/.../*.lock`` while it writes and
+        leaves them behind when it is killed; every later git command then refuses to run.
+        Only the holder of the workdir lock runs git in this clone, and we hold it now, so
+        any lock file present is stale.
+        """
+        git_dir = self.root / ".git"
+        for stale in sorted(git_dir.rglob("*.lock")):
+            if stale.is_file() and "objects" not in stale.relative_to(git_dir).parts:
+                log.warning("removing %s left by an interrupted git command", stale)
+                stale.unlink(missing_ok=True)
 
     def _clone(self) -> None:
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):

@@ -607,7 +607,8 @@ def _load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     )
 
 
-def _load_access(root: Path) -> tuple[Access | None, list[Problem]]:
+def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
+    """``access.yaml`` at ``root``: (None, []) when absent, (None, problems) when invalid."""
     if not (root / ACCESS_FILE).is_file():
         return None, []
     doc = _check_document(root, ACCESS_FILE, "Access")
@@ -654,6 +655,21 @@ def _load_access(root: Path) -> tuple[Access | None, list[Problem]]:
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     return Access(tuple(members)), problems
+
+
+def problem_at(
+    root: Path,
+    file: str,
+    path: Sequence[str | int],
+    code: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    severity: Severity = Severity.ERROR,
+) -> Problem:
+    """A problem about field ``path`` of ``file`` (relative to ``root``), located at the
+    field's line and column (1:1 when the file or field cannot be found)."""
+    return _located(root, file).problem(path, code, message, hint, severity=severity)
 
 
 def _located(root: Path, file: str) -> _Located:
@@ -1015,7 +1031,7 @@ def load_repository(
     problems.extend(config_problems)
     access: Access | None = None
     if want_access:
-        access, access_problems = _load_access(root)
+        access, access_problems = load_access(root)
         problems.extend(access_problems)
     documents = _check_documents(root, manifests, workers)
     checker = _ReleaseChecker(root, config)
