@@ -1,0 +1,493 @@
+"""Judge a pull request before it is merged: ``relctl check --base REF [--head REF]``.
+
+``check_change`` runs everything ``relctl validate`` runs on the head revision, then judges
+the change itself: what the pull request's own commits change, compared with the base
+revision (usually ``origin/main``) and with the status files at the base (what the controller
+last observed on the platform). Changes the platform would refuse, or that the controller
+would stall on or silently ignore, are refused here, where the author can still fix them:
+
+=========================== ================================================================
+code                        refused when
+=========================== ================================================================
+``version-not-increasing``  ``spec.version`` changes to one that is not greater (x.y.z)
+``grayscale-decrease``      ``spec.grayscale`` falls below the base's or the observed one
+``configuration-frozen``    ``spec.configuration`` changes once the version passed review
+``configuration-in-review`` (warning) the same during review: the controller withdraws
+``uncancel``                ``cancel: true`` is taken back for the same version
+``supersede-required``      a new version replaces one testers or users may have, without
+                            ``supersede: true``
+``status-edited``           the change touches ``status/`` (the controller owns it)
+``forbidden``               a commit changes what its author has no right to change
+``release-removed``         (warning) a manifest is deleted: the controller stops managing it
+=========================== ================================================================
+
+"The change" is the difference between the merge base of base and head and head (``git diff
+BASE...HEAD``), and the commits ``BASE..HEAD``: when main moved on after the branch was made,
+what main did meanwhile is not held against the pull request. A release is judged only on the
+fields its own change touches. A renamed manifest is a removed one plus a new one; a new one
+is only validated.
+
+Every finding is a :class:`controller.manifests.Problem` located at the head manifest's field,
+so the text, json and github output of ``relctl check`` have the same shape as validate's.
+No platform call and no git write happen. Called by ``controller.cli``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.access import AccessLog
+from controller.access import Reason as AccessReason
+from controller.gitops import STATUS_DIR, GitError, resolve_revision, revision_tree
+from controller.manifests import (
+    ACCESS_FILE,
+    CONFIG_FILE,
+    MANIFEST_SUFFIXES,
+    RELEASES_DIR,
+    LoadResult,
+    Problem,
+    Severity,
+    load_repository,
+    problem_at,
+    release_key,
+)
+from controller.model import Release, Status
+from controller.platform.protocol import Stage
+from controller.status import parse_status
+
+__all__ = ["CheckResult", "check_change"]
+
+#: Stages from which the controller never pushes a configuration again (DESIGN 4.3 and
+#: ``plan.decide``: pilot testing, release preparation, grayscale and full release only
+#: sync testers, gates, grayscale and basic info; a canceled or archived version is final).
+FROZEN_STAGES = frozenset(
+    {
+        Stage.PILOT_TESTING,
+        Stage.RELEASE_PREPARATION,
+        Stage.GRAYSCALE,
+        Stage.FULL_RELEASE,
+        Stage.CANCELED,
+        Stage.ARCHIVED,
+    }
+)
+#: In-flight stages of an older version that make a new version wait for ``supersede: true``
+#: (the same set ``plan.decide`` stalls on with ``SupersedeRequired``).
+SUPERSEDE_STAGES = frozenset(
+    {Stage.UNDER_REVIEW, Stage.PILOT_TESTING, Stage.RELEASE_PREPARATION, Stage.GRAYSCALE}
+)
+#: Stages whose observed grayscale is a floor for the manifest's.
+_EXPOSED = frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE})
+#: What a commit needs a right in ``access.yaml`` to change.
+_GUARDED = (f"{RELEASES_DIR}/", ACCESS_FILE, CONFIG_FILE)
+_SIGN = "sign the commit with the SSH key access.yaml records for you (policy.requireSignedCommits)"
+#: How to fix a denial, by its reason.
+_FORBIDDEN_HINTS: Mapping[str, str] = {
+    AccessReason.NOT_A_MEMBER: "have a member with the right make this commit, or ask a master "
+    "to add you to access.yaml in a change of its own",
+    AccessReason.NO_RIGHT: "have a member with the right (a master, or an owner or developer of "
+    "the mini program) make this commit, or ask a master to grant you the right in access.yaml "
+    "in a change of its own",
+    AccessReason.NOT_MASTER: "ask a master to make this change",
+    AccessReason.UNTRUSTED_ACCESS: "access.yaml and relctl.yaml only change by a master's commit: "
+    "ask a master to make this change",
+    AccessReason.UNSIGNED: _SIGN,
+    AccessReason.BAD_SIGNATURE: _SIGN,
+    AccessReason.UNKNOWN_KEY: _SIGN,
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What :func:`check_change` found: every problem of the head revision and of the change."""
+
+    #: Full commit shas the change was judged between.
+    base: str
+    head: str
+    #: Validation problems of the head revision plus the change's own, sorted by location.
+    problems: tuple[Problem, ...]
+    #: Number of files validated at the head revision.
+    files: int
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed; ``--strict`` is the CLI's)."""
+        return not self.errors
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.WARNING)
+
+
+def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
+    """Validate ``head`` and judge the change from ``base`` to it (see the module docstring).
+
+    Raises :class:`GitError` when ``base`` or ``head`` is not a commit of the repository, or
+    when they share no history; never for anything in the repository's files.
+    """
+    base_sha = resolve_revision(repo_root, base)
+    head_sha = resolve_revision(repo_root, head)
+    fork_sha = _merge_base(repo_root, base_sha, head_sha)
+    changed = _git_paths(repo_root, "diff", "--name-only", "-z", "--no-renames", fork_sha, head_sha)
+    manifests = sorted(path for path in changed if _is_manifest(path))
+    with ExitStack() as stack:
+        head_root = stack.enter_context(revision_tree(repo_root, head_sha))
+        base_root = stack.enter_context(revision_tree(repo_root, base_sha))
+        fork_root = (
+            base_root
+            if fork_sha == base_sha
+            else stack.enter_context(revision_tree(repo_root, fork_sha))
+        )
+        after = load_repository(head_root)
+        change = _Change(
+            head_root=head_root,
+            before=_releases(fork_root, manifests),
+            main=_releases(base_root, manifests),
+            after={r.key: r for r in after.releases},
+            invalid=frozenset(after.invalid),
+            statuses=_statuses(base_root, manifests),
+        )
+        problems = list(after.problems)
+        for file in manifests:
+            problems.extend(change.judge(file))
+        problems.extend(_status_edits(head_root, changed))
+        problems.extend(_forbidden(repo_root, base_sha, head_sha))
+    return CheckResult(
+        base=base_sha,
+        head=head_sha,
+        problems=tuple(sorted(set(problems), key=lambda p: p.sort_key)),
+        files=len(after.files),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The rules about one release's manifest
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Change:
+    """The releases on both sides of the change, and what the controller observed at base.
+
+    ``before`` is the merge base (what the change started from), ``main`` the base revision
+    now, ``after`` the head revision; ``statuses`` are the status files at the base revision.
+    """
+
+    head_root: Path
+    before: Mapping[str, Release]
+    main: Mapping[str, Release]
+    after: Mapping[str, Release]
+    invalid: frozenset[str]
+    statuses: Mapping[str, Status]
+
+    def judge(self, file: str) -> Iterator[Problem]:
+        key = release_key(file)
+        if key is None:
+            return  # validation reports the misplaced file
+        before, after = self.before.get(key), self.after.get(key)
+        if before is not None and before.path == file and after is None and key not in self.invalid:
+            yield _removed(before)
+        if before is None or after is None or after.path != file or before.path != file:
+            return  # new (or renamed) manifests are only validated; invalid ones too
+        rules = (
+            self._version,
+            self._grayscale,
+            self._configuration,
+            self._uncancel,
+            self._supersede,
+        )
+        for rule in rules:
+            found = rule(before, after, self.main.get(key), self.statuses.get(key))
+            if found is not None:
+                yield found
+
+    def _at(
+        self,
+        release: Release,
+        field: str,
+        code: str,
+        message: str,
+        hint: str,
+        severity: Severity = Severity.ERROR,
+    ) -> Problem:
+        return problem_at(
+            self.head_root, release.path, ["spec", field], code, message, hint, severity=severity
+        )
+
+    def _version(
+        self, before: Release, after: Release, main: Release | None, _status: Status | None
+    ) -> Problem | None:
+        old, new = before.spec.version, after.spec.version
+        if new == old:
+            return None
+        floor, where = old, "the version this change started from"
+        if main is not None and main.spec.version != old:
+            if new == main.spec.version:
+                return None  # main made the same change meanwhile
+            if _version_order(main.spec.version) > _version_order(old):
+                floor, where = main.spec.version, "the version on the base branch now"
+        if _version_order(new) > _version_order(floor):
+            return None
+        return self._at(
+            after,
+            "version",
+            "version-not-increasing",
+            f"version {new} is not greater than {floor} ({where}): versions of "
+            f"{after.key} only move forward",
+            f"set version to an uploaded version greater than {floor}, e.g. {_next_patch(floor)}",
+        )
+
+    def _grayscale(
+        self, before: Release, after: Release, main: Release | None, status: Status | None
+    ) -> Problem | None:
+        new = after.spec.grayscale
+        if (
+            after.spec.version != before.spec.version
+            or new == before.spec.grayscale
+            or after.spec.cancel
+        ):
+            return None
+        floors = [(before.spec.grayscale, "in the manifest before this change")]
+        if main is not None and main.spec.version == after.spec.version:
+            floors.append((main.spec.grayscale, "in the manifest on the base branch"))
+        if status is not None and status.version == after.spec.version and status.stage in _EXPOSED:
+            floors.append((status.grayscale, f"observed on {after.target_app} at base"))
+        floor, where = max(floors, key=lambda pair: pair[0])
+        if new >= floor:
+            return None
+        return self._at(
+            after,
+            "grayscale",
+            "grayscale-decrease",
+            f"grayscale {floor} -> {new}: lower than {floor}% ({where}); grayscale only rises",
+            f"keep grayscale at {floor} or raise it; to roll back, set cancel: true (with "
+            "grayscale: 0) to cancel this version, then release a fixed version",
+        )
+
+    def _configuration(
+        self, before: Release, after: Release, _main: Release | None, status: Status | None
+    ) -> Problem | None:
+        version = after.spec.version
+        if (
+            version != before.spec.version
+            or not after.spec.configuration  # empty: not managed, the platform's is kept
+            or dict(after.spec.configuration) == dict(before.spec.configuration)
+            or status is None
+            or status.version != version
+            or status.stage is None
+        ):
+            return None
+        stage = status.stage
+        if stage is Stage.UNDER_REVIEW:
+            return self._at(
+                after,
+                "configuration",
+                "configuration-in-review",
+                f"{version} is under review on {after.target_app}: the controller will "
+                "withdraw it, push the new configuration, test it and apply again",
+                "fine if intended: the review starts over; otherwise revert the configuration",
+                Severity.WARNING,
+            )
+        if stage not in FROZEN_STAGES:
+            return None
+        return self._at(
+            after,
+            "configuration",
+            "configuration-frozen",
+            f"the configuration of {version} is frozen: it is {_stage_words(status)} on "
+            f"{after.target_app} (observed at base), and only basic info, testers, grayscale "
+            "and the release gates can still change",
+            "revert the configuration change, or upload a new version with it and set "
+            "version (and supersede: true if this one is still in flight)",
+        )
+
+    def _uncancel(
+        self, before: Release, after: Release, _main: Release | None, status: Status | None
+    ) -> Problem | None:
+        version = after.spec.version
+        if version != before.spec.version or not before.spec.cancel or after.spec.cancel:
+            return None
+        seen = ""
+        if status is not None and status.version == version and status.stage is Stage.CANCELED:
+            seen = f" ({version} is canceled on {after.target_app}, observed at base)"
+        return self._at(
+            after,
+            "cancel",
+            "uncancel",
+            f"cancel: true -> false for {version}: a cancel is final for a version{seen}",
+            "keep cancel: true; to release again, upload a new version and set version to it",
+        )
+
+    def _supersede(
+        self, before: Release, after: Release, _main: Release | None, status: Status | None
+    ) -> Problem | None:
+        new = after.spec.version
+        if (
+            new == before.spec.version
+            or after.spec.supersede
+            or status is None
+            or status.stage not in SUPERSEDE_STAGES
+            or status.version == new
+            or _version_order(status.version) >= _version_order(new)
+        ):
+            return None
+        return self._at(
+            after,
+            "version",
+            "supersede-required",
+            f"version {status.version} -> {new}: {status.version} is "
+            f"{_stage_words(status)} on {after.target_app} (observed at base); replacing it "
+            "cancels it for its testers or users",
+            f"set supersede: true to cancel {status.version} and release {new}, or wait "
+            f"until {status.version} is fully released",
+        )
+
+
+def _removed(before: Release) -> Problem:
+    return Problem(
+        before.path,
+        1,
+        1,
+        "",
+        Severity.WARNING,
+        "release-removed",
+        f"{before.key} is no longer managed: the controller deletes its status and leaves "
+        f"{before.spec.version} on {before.target_app} as it is",
+        "to stop the release on the platform, set cancel: true instead of deleting the manifest",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The rules about the files and commits of the change
+# --------------------------------------------------------------------------------------------
+
+
+def _status_edits(head_root: Path, changed: Iterable[str]) -> Iterator[Problem]:
+    for file in changed:
+        if not file.startswith(f"{STATUS_DIR}/"):
+            continue
+        deleted = not (head_root / file).is_file()
+        yield Problem(
+            file,
+            1,
+            1,
+            "",
+            Severity.ERROR,
+            "status-edited",
+            f"this change {'deletes' if deleted else 'edits'} {file}: status files are "
+            "written by the controller only",
+            f"revert it (git checkout <base> -- {file}); to change a release, edit its "
+            f"manifest under {RELEASES_DIR}/",
+        )
+
+
+def _forbidden(repo_root: Path, base_sha: str, head_sha: str) -> Iterator[Problem]:
+    """A ``forbidden`` problem per file a commit of ``base..head`` changed without the right.
+
+    :class:`controller.access.AccessLog` judges every commit of the range that touches
+    ``releases/`` or the governance files, under the trusted ``access.yaml`` of its parents.
+    """
+    log = AccessLog(repo_root, until=head_sha)
+    for denial in log.denials(_GUARDED, since=base_sha):
+        yield Problem(
+            denial.path,
+            1,
+            1,
+            "",
+            Severity.ERROR,
+            "forbidden",
+            denial.message,
+            _FORBIDDEN_HINTS.get(denial.reason, _FORBIDDEN_HINTS[AccessReason.NO_RIGHT]),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# git and small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _merge_base(repo_root: Path, base_sha: str, head_sha: str) -> str:
+    out = _git(repo_root, "merge-base", base_sha, head_sha)
+    if not out.strip():
+        raise GitError(
+            f"{base_sha[:7]} and {head_sha[:7]} share no history (a shallow clone? fetch the "
+            "whole history, e.g. actions/checkout with fetch-depth: 0)"
+        )
+    return out.strip()
+
+
+def _git_paths(repo_root: Path, *args: str) -> list[str]:
+    """The NUL-separated paths a git command prints, deduplicated, in order."""
+    return list(dict.fromkeys(p for p in _git(repo_root, *args).split("\0") if p.strip()))
+
+
+def _git(repo_root: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=repo_root, capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        raise GitError(f"cannot run git in {repo_root}: {exc}") from exc
+    if done.returncode == 1 and args[0] == "merge-base":
+        return ""
+    if done.returncode != 0:
+        line = next((s for s in done.stderr.splitlines() if s.strip()), "failed")
+        raise GitError(f"git {args[0]} failed in {repo_root}: {line.strip()}")
+    return done.stdout
+
+
+def _releases(root: Path, manifests: Sequence[str]) -> dict[str, Release]:
+    """The valid releases among ``manifests`` in the tree at ``root``, by key."""
+    present = [root / file for file in manifests if (root / file).is_file()]
+    if not present:
+        return {}
+    loaded: LoadResult = load_repository(root, present)
+    return {r.key: r for r in loaded.releases}
+
+
+def _statuses(root: Path, manifests: Sequence[str]) -> dict[str, Status]:
+    """The status files at ``root`` of the releases ``manifests`` are about, by key."""
+    found: dict[str, Status] = {}
+    for key in sorted({k for k in map(release_key, manifests) if k is not None}):
+        file = f"{STATUS_DIR}/{key}.yaml"
+        if (root / file).is_file():
+            parsed = parse_status((root / file).read_bytes(), file=file)
+            if parsed is not None:
+                found[key] = parsed
+    return found
+
+
+def _is_manifest(path: str) -> bool:
+    return path.startswith(f"{RELEASES_DIR}/") and path.endswith(MANIFEST_SUFFIXES)
+
+
+def _version_order(version: str) -> tuple[int, ...]:
+    """``"1.10.0"`` -> ``(1, 10, 0)``: numeric order of x.y.z versions."""
+    return tuple(int(number) for number in re.findall(r"\d+", version))
+
+
+def _next_patch(version: str) -> str:
+    numbers = list(_version_order(version)) or [0]
+    numbers[-1] += 1
+    return ".".join(str(n) for n in numbers)
+
+
+def _stage_words(status: Status) -> str:
+    if status.stage is Stage.GRAYSCALE:
+        return f"in grayscale at {status.grayscale}%"
+    return {
+        Stage.UNDER_REVIEW: "under review",
+        Stage.PILOT_TESTING: "in pilot testing",
+        Stage.RELEASE_PREPARATION: "approved (release preparation)",
+        Stage.FULL_RELEASE: "fully released",
+        Stage.CANCELED: "canceled",
+        Stage.ARCHIVED: "archived",
+    }.get(status.stage or Stage.BUILDING, str(status.phase))
