@@ -21,9 +21,17 @@ from typing import Any, TypeVar
 import click
 
 from controller import __version__
+from controller.access import render_codeowners
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
-from controller.manifests import CONFIG_FILE, LoadResult, Problem, Severity, load_repository
+from controller.manifests import (
+    CONFIG_FILE,
+    LoadResult,
+    Problem,
+    Severity,
+    load_access,
+    load_repository,
+)
 from controller.model import Outcome
 from controller.platform import open_platform
 from controller.platform.cli import platform
@@ -553,6 +561,70 @@ def _plan_markdown(results: list[ReleaseResult]) -> str:
 
 @cli.command()
 @click.option(
+    "--base",
+    required=True,
+    help="The revision the pull request goes into, e.g. origin/main: the change is judged "
+    "against it and against the status files there.",
+)
+@click.option("--head", default="HEAD", show_default=True, help="The change's revision.")
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Release repository root (default: the nearest directory up from here with relctl.yaml).",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="text for people, json (as validate's) for tools, github for workflow annotations.",
+)
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
+def check(base: str, head: str, repo: Path | None, output: str, strict: bool) -> None:
+    """Check a pull request: validate HEAD, then judge the change from --base to it.
+
+    Refuses what the platform or the controller would refuse or ignore (a lower version or
+    grayscale, a frozen configuration, an uncancel, a missing supersede), edits of status/
+    and commits their authors had no right to make. Exit 0 allowed, 1 refused, 2 usage, git
+    or internal error.
+    """
+    from controller.check import check_change
+
+    root = (repo or _find_repo(Path.cwd())).resolve()
+    try:
+        result = check_change(root, base, head)
+    except GitError as exc:
+        _fail(str(exc))
+        return
+    except Exception as exc:  # a bug in relctl: one line, no traceback
+        _fail(f"internal error: {type(exc).__name__}: {exc}")
+        return
+    failed = not result.ok or (strict and bool(result.problems))
+    errors, warnings = len(result.errors), len(result.warnings)
+    change = f"{result.files} file{'s' if result.files != 1 else ''} and the change "
+    change += f"{result.base[:7]}..{result.head[:7]}"
+    counts = [f"{errors} error{'s' if errors != 1 else ''}"]
+    if warnings:
+        counts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    summary = f"{', '.join(counts)} in {change}" if result.problems else f"{change}: allowed"
+    if output == "json":
+        click.echo(json.dumps([p.to_dict() for p in result.problems], indent=2))
+    elif output == "github":
+        for problem in result.problems:
+            click.echo(_github_annotation(problem))
+        click.echo(summary)
+    else:
+        for problem in result.problems:
+            click.echo(_text_line(problem))
+            if problem.hint:
+                click.echo(f"  hint: {problem.hint}")
+        click.echo(summary)
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.option(
     "--repo",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Read status files from this checkout (default: the nearest with relctl.yaml).",
@@ -591,6 +663,64 @@ def status(repo: Path | None, remote: str | None, branch: str, output: str) -> N
         click.echo("no status files yet: has the controller run a pass?")
     else:
         click.echo(format_status_table(rows, width=shutil.get_terminal_size((120, 24)).columns))
+
+
+@cli.command()
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Release repository root (default: the nearest directory up with relctl.yaml).",
+)
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    show_default=True,
+    help="Where to write the file, e.g. .github/CODEOWNERS; - prints it.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 when --output is missing or differs (for CI).",
+)
+def codeowners(repo: Path | None, output: str, check_only: bool) -> None:
+    """Write a CODEOWNERS file from access.yaml.
+
+    Each mini program's folder under releases/ is owned by its owners and the masters;
+    access.yaml, relctl.yaml and status/ by the masters. GitHub and GitLab then request
+    those reviewers on every pull request, per mini program.
+    """
+    root = (repo or _find_repo(Path.cwd())).resolve()
+    access, problems = load_access(root)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    if access is None:
+        for problem in errors:
+            click.echo(_text_line(problem), err=True)
+        _fail("access.yaml is missing" if not errors else "access.yaml is invalid", 1)
+        return
+    releases = root / "releases"
+    mini_programs = (
+        sorted(p.name for p in releases.iterdir() if p.is_dir()) if releases.is_dir() else []
+    )
+    text = render_codeowners(access, mini_programs)
+    if output == "-" and not check_only:
+        click.echo(text, nl=False)
+        return
+    target = Path(output) if Path(output).is_absolute() else Path.cwd() / output
+    if check_only:
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        if current != text:
+            _fail(
+                f"{output} is not up to date with access.yaml: run relctl codeowners -o {output}", 1
+            )
+        click.echo(f"{output} is up to date")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.relctl-tmp")
+    temp.write_text(text, encoding="utf-8")
+    temp.replace(target)  # atomic: never a half-written CODEOWNERS
+    click.echo(f"wrote {output}: {len(mini_programs)} mini program(s)")
 
 
 def main() -> None:

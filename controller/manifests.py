@@ -818,7 +818,9 @@ class _ReleaseChecker:
             )
             return None, problems
         spec = value["spec"]
-        testers, tester_problems = self._testers(file, spec.get("pilot", {}), app, located)
+        testers, tester_files, tester_problems = self._testers(
+            file, spec.get("pilot", {}), app, located
+        )
         problems.extend(tester_problems)
         grayscale = int(spec.get("grayscale", 0))
         if not app.allows_grayscale(grayscale):
@@ -851,6 +853,7 @@ class _ReleaseChecker:
             target_app=app_id,
             environment=app.environment,
             path=file,
+            sources=(file, *tester_files),
             spec=ReleaseSpec(
                 version=spec["version"],
                 basic_info=MappingProxyType(dict(spec.get("basicInfo", {}))),
@@ -870,10 +873,12 @@ class _ReleaseChecker:
 
     def _testers(
         self, file: str, pilot: Mapping[str, Any], app: TargetApp, located: Any
-    ) -> tuple[tuple[str, ...], list[Problem]]:
-        """The resolved tester set (inline + files), and the problems found on the way."""
+    ) -> tuple[tuple[str, ...], tuple[str, ...], list[Problem]]:
+        """The resolved tester set (inline + files), the tester files read (repo-relative),
+        and the problems found on the way."""
         pattern = self._pattern(app.user_id_pattern)
         problems: list[Problem] = []
+        files: list[str] = []
         # Every tester with where it was written: an inline index, or (file, line, column).
         entries: list[tuple[str, int | tuple[str, int, int]]] = list(
             enumerate_inline(pilot.get("testers", ()))
@@ -887,6 +892,7 @@ class _ReleaseChecker:
                 path = ["spec", "pilot", "testersFiles", index]
                 problems.append(located().problem(path, code, message, hint))
                 continue
+            files.append(tester_file)
             parsed = self._tester_file(tester_file)
             problems.extend(parsed.problems)
             entries.extend((user_id, (tester_file, line, col)) for user_id, line, col in parsed.ids)
@@ -936,7 +942,7 @@ class _ReleaseChecker:
                     "remove testers, or split pilot testing into rounds",
                 )
             )
-        return tuple(sorted(seen)), problems
+        return tuple(sorted(seen)), tuple(files), problems
 
     def _pattern(self, source: str) -> re.Pattern[str]:
         compiled = self._patterns.get(source)

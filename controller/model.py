@@ -133,6 +133,8 @@ class Release:
     #: Repository-relative POSIX path of the manifest.
     path: str
     spec: ReleaseSpec
+    #: The files the spec was read from: the manifest, then its tester files (repo-relative).
+    sources: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from controller.access import AccessLog, Denial
 from controller.act import ActResult, act, record_error
 from controller.gitops import PushResult, Workspace
 from controller.manifests import LoadResult, Problem, load_repository
@@ -379,6 +380,41 @@ def invalid_status(
     )
 
 
+def forbidden_status(
+    release: Release, denial: Denial, previous: Status | None, commit: str, now: datetime
+) -> Status:
+    """``Forbidden``: the manifest's current revision was changed by someone without the
+    right to; the platform is not touched.
+
+    Everything the controller last observed is kept as it was, including the spec hash and
+    observed commit of the last revision it acted on, so the status keeps telling what the
+    platform has while saying why the newer intent is refused.
+    """
+    base = previous or Status(
+        mini_program=release.mini_program,
+        target_app=release.target_app,
+        version=release.spec.version,
+        observed_commit=commit,
+        spec_hash="",
+        phase=Phase.FORBIDDEN,
+    )
+    message = denial.message
+    conditions = _conditions(base.conditions, Outcome.STALLED, str(Reason.FORBIDDEN), message, now)
+    history = append_event(base.history, Event(now, str(Reason.FORBIDDEN), message))
+    return replace(base, phase=Phase.FORBIDDEN, conditions=conditions, history=history)
+
+
+def authorization_since(previous: Status | None) -> str | None:
+    """The revision whose manifest the controller last acted on: commits after it must be
+    authorized. None (judge the whole history of the manifest) for a new release and for one
+    whose last status was not an action on an authorized revision (Invalid, Forbidden)."""
+    if previous is None or not previous.spec_hash:
+        return None
+    if previous.phase in (Phase.INVALID, Phase.FORBIDDEN):
+        return None
+    return previous.observed_commit
+
+
 # --------------------------------------------------------------------------------------------
 # the whole repository
 # --------------------------------------------------------------------------------------------
@@ -401,6 +437,9 @@ class PassCache:
     loaded: LoadResult | None = None
     statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
     observed_at: dict[str, datetime] = field(default_factory=dict)
+    #: Commit history and trusted access.yaml versions of ``commit`` (git is read once per
+    #: commit, not once per release).
+    access: AccessLog | None = None
 
 
 def read_previous(
@@ -446,28 +485,39 @@ def reconcile_repository(
     dry_run: bool = False,
     cache: PassCache | None = None,
     progress: ProgressCallback | None = None,
+    authorize: bool = True,
 ) -> tuple[list[ReleaseResult], dict[str, bytes | None], LoadResult]:
     """Reconcile every release of a checked-out repository.
 
     Returns the per-release results, the status files to write (``None`` = delete: the
-    manifest is gone) and the load result. Touches git not at all.
+    manifest is gone) and the load result. Writes nothing to git; with ``authorize`` it reads
+    the history of ``commit`` (``root`` must then be a git work tree) to enforce access.yaml
+    on every release whose manifest changed since the controller last acted on it.
     """
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
         loaded = load_repository(root)
         if cache is not None:
-            cache.commit, cache.loaded = commit, loaded
+            cache.commit, cache.loaded, cache.access = commit, loaded, None
     if loaded.config is None:
         # Without a valid relctl.yaml no release can be judged: act on nothing and keep every
         # status as it is (an unreadable config must never read as "all releases deleted").
         log.error("relctl.yaml is missing or invalid: no release is reconciled in this pass")
         return [], {}, loaded
     previous = read_previous(root, cache)
+    access = _AccessCheck(root, commit, cache) if authorize else None
     results: list[ReleaseResult] = []
     for release in loaded.releases:
         before, _raw = previous.get(release.key, (None, b""))
-        if cache is not None and before is not None and _settled(release, before, cache, now):
+        denial = None
+        if access is not None and (before is None or before.spec_hash != release.spec_hash):
+            denial = access.denial(release, authorization_since(before))
+        if denial is not None:
+            results.append(
+                _result(release.key, before, forbidden_status(release, denial, before, commit, now))
+            )
+        elif cache is not None and before is not None and _settled(release, before, cache, now):
             results.append(ReleaseResult(key=release.key, status=before))
         else:
             results.append(
@@ -505,6 +555,24 @@ def reconcile_repository(
         for key in set(cache.observed_at) - live:
             del cache.observed_at[key]
     return final, files, loaded
+
+
+class _AccessCheck:
+    """access.yaml enforcement for one pass; reads the history only when a release needs it."""
+
+    def __init__(self, root: Path, commit: str, cache: PassCache | None) -> None:
+        self.root, self.commit, self.cache = root, commit or "HEAD", cache
+        self._log: AccessLog | None = cache.access if cache is not None else None
+
+    def denial(self, release: Release, since: str | None) -> Denial | None:
+        if self._log is None:
+            self._log = AccessLog(self.root, until=self.commit)
+            if self.cache is not None:
+                self.cache.access = self._log
+        if not self._log.enforced:
+            return None
+        # The manifest and the tester files it reads: every file the spec comes from.
+        return self._log.authorize(list(release.sources or (release.path,)), since=since)
 
 
 def commit_message(results: Iterable[ReleaseResult], removed: Iterable[str]) -> str:
@@ -574,9 +642,21 @@ def run_pass(
 def plan_repository(
     root: Path, platform: Platform, commit: str, now: datetime
 ) -> list[ReleaseResult]:
-    """What the next pass would do, per release: no platform mutation, no git write."""
-    results, _files, _loaded = reconcile_repository(root, platform, commit, now, dry_run=True)
+    """What the next pass would do, per release: no platform mutation, no git write.
+
+    access.yaml is enforced as the controller would when ``root`` is a git work tree (on the
+    history of its ``HEAD`` when ``commit`` is empty); uncommitted edits are judged as if a
+    member with every right had made them.
+    """
+    results, _files, _loaded = reconcile_repository(
+        root, platform, commit, now, dry_run=True, authorize=is_git_work_tree(root)
+    )
     return results
+
+
+def is_git_work_tree(root: Path) -> bool:
+    """Whether ``root`` is the top of a git work tree (not a plain directory of files)."""
+    return (root / ".git").exists()
 
 
 def summarize(results: Iterable[ReleaseResult]) -> Mapping[str, int]:

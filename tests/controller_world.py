@@ -135,10 +135,12 @@ class World:
 
 @contextmanager
 def make_world(
-    tmp: Path, files: dict[str, str], *, pilot_apps: tuple[str, ...] = ("gcash",)
+    tmp: Path, files: dict[str, str | None], *, pilot_apps: tuple[str, ...] = ("gcash",)
 ) -> Iterator[World]:
-    base = {"relctl.yaml": CONFIG, "access.yaml": ACCESS}
-    remote = make_remote(tmp, {**base, **files})
+    """The world with ``files`` on main (None leaves out a default file, e.g. access.yaml)."""
+    base: dict[str, str | None] = {"relctl.yaml": CONFIG, "access.yaml": ACCESS}
+    seeded = {path: text for path, text in {**base, **files}.items() if text is not None}
+    remote = make_remote(tmp, seeded)
     person = PersonClone(remote, tmp / "person", name="Maria", email="maria@example.com")
     simulator = Simulator(tmp / "platform.db")
     simulator.set_clock(manual=True)
