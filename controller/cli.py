@@ -22,6 +22,7 @@ import click
 
 from controller import __version__
 from controller.access import render_codeowners
+from controller.check import check_change
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
 from controller.manifests import (
@@ -589,8 +590,6 @@ def check(base: str, head: str, repo: Path | None, output: str, strict: bool) ->
     and commits their authors had no right to make. Exit 0 allowed, 1 refused, 2 usage, git
     or internal error.
     """
-    from controller.check import check_change
-
     root = (repo or _find_repo(Path.cwd())).resolve()
     try:
         result = check_change(root, base, head)

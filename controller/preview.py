@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from controller.access import AccessLog
 from controller.gitops import resolve_revision, revision_tree
 from controller.manifests import LoadResult, Problem, Severity, load_repository
 from controller.model import Action, Observed, Outcome, Phase, Plan, Release, Status, Step
@@ -89,7 +90,39 @@ def preview_change(repo_root: Path, base: str, head: str, now: datetime) -> Prev
         }
     with revision_tree(repo_root, head_sha) as head_root:
         after = load_repository(head_root)
-    return Preview(base_sha, head_sha, tuple(_changes(before, after, statuses, now)))
+    changes = _changes(before, after, statuses, now)
+    return Preview(
+        base_sha, head_sha, tuple(_access(repo_root, base_sha, head_sha, after, changes))
+    )
+
+
+def _access(
+    repo_root: Path, base: str, head: str, after: LoadResult, changes: list[ReleaseChange]
+) -> list[ReleaseChange]:
+    """Mark releases the controller will refuse as Forbidden: a commit of the change touched
+    their files without the right to (access.yaml, as the controller enforces it)."""
+    log = AccessLog(repo_root, until=head)
+    if not log.enforced:
+        return changes
+    sources = {r.key: r.sources or (r.path,) for r in after.releases}
+    judged: list[ReleaseChange] = []
+    for change in changes:
+        denial = None
+        if change.kind in ("added", "changed") and change.key in sources:
+            denial = log.authorize(list(sources[change.key]), since=base)
+        if denial is None:
+            judged.append(change)
+            continue
+        judged.append(
+            replace(
+                change,
+                phase_after=str(Phase.FORBIDDEN),
+                steps=(),
+                then=f"refused: {denial.message}",
+                refused=True,
+            )
+        )
+    return judged
 
 
 def _changes(
