@@ -627,9 +627,21 @@ class Workspace:
             "GIT_COMMITTER_NAME": self.author_name,
             "GIT_COMMITTER_EMAIL": self.author_email,
         }
-        self._git(
-            "commit", "--quiet", "--no-verify", "--cleanup=verbatim", "-m", message, env=identity
-        )
+        # From a file, not -m: one argument may not exceed 128 KiB on Linux (E2BIG).
+        message_file = self.root / ".git" / "RELCTL_COMMIT_MSG"
+        message_file.write_text(message, encoding="utf-8")
+        try:
+            self._git(
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "--cleanup=verbatim",
+                "--file",
+                str(message_file),
+                env=identity,
+            )
+        finally:
+            message_file.unlink(missing_ok=True)
         return self.head
 
     def _assert_only_status(self, commit: str) -> None:

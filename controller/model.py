@@ -11,6 +11,7 @@ apply, complete testing, full release.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,9 +142,11 @@ class Release:
         """``<mini-program>/<target-app>``: the identity of a release in the repository."""
         return f"{self.mini_program}/{self.target_app}"
 
-    @property
+    @functools.cached_property
     def spec_hash(self) -> str:
-        """Digest of the whole resolved spec; changes whenever a person changes intent."""
+        """Digest of the whole resolved spec; changes whenever a person changes intent.
+
+        Computed once per loaded release (a pass compares it for every release)."""
         return digest(spec_to_dict(self.spec))
 
     @property

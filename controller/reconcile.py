@@ -575,6 +575,10 @@ class _AccessCheck:
         return self._log.authorize(list(release.sources or (release.path,)), since=since)
 
 
+#: A status commit lists at most this many releases (a pass may change 10,000).
+MESSAGE_LINES = 200
+
+
 def commit_message(results: Iterable[ReleaseResult], removed: Iterable[str]) -> str:
     """A subject that summarises the transitions, and one line per changed release."""
     changed = [r for r in results if r.changed]
@@ -596,6 +600,9 @@ def commit_message(results: Iterable[ReleaseResult], removed: Iterable[str]) -> 
         step = f" ({r.result.step.describe()})" if r.result and r.result.ok else ""
         lines.append(f"- {r.key} {r.status.version}: {what}{step}")
     lines.extend(f"- {key}: manifest removed, status deleted" for key in removed)
+    if len(lines) > MESSAGE_LINES:
+        more = len(lines) - MESSAGE_LINES + 1
+        lines = [*lines[: MESSAGE_LINES - 1], f"- ... and {more} more (see the status files)"]
     return subject + ("\n\n" + "\n".join(lines) if lines else "")
 
 

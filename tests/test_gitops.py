@@ -235,6 +235,21 @@ def test_status_commit_carries_author_trailer_and_skip_ci(
     assert worktree_status(workspace) == ""
 
 
+def test_a_commit_message_longer_than_one_command_line_argument_is_committed(
+    workspace: Workspace, remote: str
+) -> None:
+    """Linux refuses a single argument over 128 KiB (E2BIG); the message goes by file."""
+    body = "\n".join(f"- shop{n}/gcash 1.4.0: Testing -> InReview (apply)" for n in range(4000))
+    assert len(body) > 128 * 1024
+    result = workspace.write_status(
+        {STATUS: b"phase: Review\n"}, f"status: 4000 releases\n\n{body}",
+        observed_commit=workspace.head, skip_ci=False,
+    )  # fmt: skip
+    assert result is not None
+    assert remote_log(remote)[0].message.count("\n- shop") == 4000
+    assert not (workspace.root / ".git" / "RELCTL_COMMIT_MSG").exists()
+
+
 def test_identical_status_makes_no_commit(workspace: Workspace, remote: str) -> None:
     seeded = workspace.write_status(
         {STATUS: SEED[STATUS].encode()}, "status: same", observed_commit=workspace.head

@@ -13,7 +13,7 @@ from gitutil import assert_fast_forward_only, isolate_git, remote_log
 
 from controller.model import ConditionStatus, ConditionType, Phase, Status
 from controller.platform.protocol import Stage
-from controller.reconcile import PassCache
+from controller.reconcile import MESSAGE_LINES, PassCache, ReleaseResult, commit_message
 
 GCASH = "releases/shop/gcash.yaml"
 DANA = "releases/shop/dana.yaml"
@@ -302,3 +302,22 @@ def test_settled_releases_are_reobserved_only_after_the_resync_period_or_a_chang
         world.pass_once()
         assert counting.finds == 3  # the spec changed: observed at once
         assert world.simulator.releases()[0].stage is Stage.FULL_RELEASE
+
+
+def test_a_status_commit_lists_at_most_message_lines_releases() -> None:
+    results = [
+        ReleaseResult(
+            key=f"shop{n}/gcash",
+            status=Status(f"shop{n}", "gcash", "1.4.0", "c0ffee", "hash", Phase.GRAYSCALE),
+            transition="ReadyToRelease -> Grayscale",
+            changed=True,
+        )
+        for n in range(MESSAGE_LINES + 50)
+    ]
+    message = commit_message(results, ["old/gcash"])
+    subject, _blank, *lines = message.splitlines()
+    count = MESSAGE_LINES + 50
+    assert subject == f"status: {count} release(s) updated, {count} transition(s), 1 removed"
+    assert len(lines) == MESSAGE_LINES
+    assert lines[0] == "- shop0/gcash 1.4.0: ReadyToRelease -> Grayscale"
+    assert lines[-1] == "- ... and 52 more (see the status files)"
