@@ -6,7 +6,8 @@ simulator (SQLite) with a manual clock, and a :class:`controller.daemon.Controll
 process, as the daemon runs it (its ``PassCache`` stays warm between passes).
 
 Setup (timed separately, progress on stderr): ``--apps`` target apps (10) x mini programs
-make ``--releases`` (10,000) manifests, each with basic info and a configuration; the
+make ``--releases`` (10,000) manifests, each with basic info and a configuration, and an
+access.yaml (one master, one owner per ten mini programs) that the controller enforces; the
 simulator has every version uploaded and every app with zero build/test time, automatic
 review after 0 s and no pilot. Setup passes then drive every release to its settled state,
 Grayscale 10% (``Ready=True``, reason GrayscaleReached): create, update basic info, push
@@ -208,6 +209,19 @@ class Layout:
             mp=mp, app=app, n=int(mp[2:]), version=self.version(mp), grayscale=grayscale
         )
 
+    def access(self) -> str:
+        """access.yaml: Maria (who commits) is the master; one owner per ten mini programs, so
+        the controller enforces access on every release like in a real repository."""
+        lines = ["apiVersion: relctl/v1", "kind: Access", "members:"]
+        lines.append("  - {email: maria@example.com, name: Maria, role: master}")
+        for team in range(0, self.mini_programs, 10):
+            owned = ", ".join(f"mp{n:05d}" for n in range(team, min(team + 10, self.mini_programs)))
+            lines.append(
+                f"  - {{email: owner{team:05d}@example.com, name: Owner {team}, role: owner, "
+                f"miniPrograms: [{owned}]}}"
+            )
+        return "\n".join(lines) + "\n"
+
     def config(self) -> str:
         lines = ["apiVersion: relctl/v1", "kind: Config", "targetApps:"]
         for app in self.app_ids:
@@ -298,7 +312,7 @@ class Bench:
     def build(self) -> None:
         layout = self.layout
         started = time.perf_counter()
-        files = {"relctl.yaml": layout.config()}
+        files = {"relctl.yaml": layout.config(), "access.yaml": layout.access()}
         for _index, mp, app in layout.pairs():
             files[f"releases/{mp}/{app}.yaml"] = layout.manifest(mp, app, SETTLED_GRAYSCALE)
         make_remote(self.tmp, files)

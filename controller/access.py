@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import os
 import subprocess
@@ -175,11 +176,6 @@ def _governed(path: str) -> bool:
     return path in GOVERNANCE_FILES or path.startswith(f"{RELEASES_DIR}/")
 
 
-def _matches(path: str, wanted: Sequence[str]) -> bool:
-    """A file ``path`` asked about: equal to one of ``wanted`` or below one (a directory)."""
-    return any(path == w or path.startswith(w.rstrip("/") + "/") for w in wanted)
-
-
 def _require_signed(data: bytes) -> bool | None:
     """``policy.requireSignedCommits`` of a ``relctl.yaml``; None when it cannot be read."""
     try:
@@ -279,6 +275,7 @@ class AccessLog:
         self._ranges: dict[str | None, list[_Commit]] = {}
         self._merge_checks: dict[tuple[str, str], bool] = {}
         self._ancestry: dict[tuple[str, str], bool] = {}
+        self._indexes: dict[str | None, tuple[dict[str, list[int]], list[str]]] = {}
         self._denials: dict[str, Denial] = {}  # governance commit -> its denial
         self._governance_changes: dict[str, _Commit] = {}
         self._versions: dict[tuple[str, str], bytes | None] = {}
@@ -308,17 +305,12 @@ class AccessLog:
         Governance denials (untrusted changes of ``access.yaml``/``relctl.yaml``) are included
         when ``paths`` include those files.
         """
-        wanted = [p.strip("/") if p.strip("/") in GOVERNANCE_FILES else p for p in paths]
         commits = self._range(since)
         found: list[Denial] = []
-        for commit in commits:
-            touched = [p for p in commit.paths if _matches(p, wanted)]
-            if not touched:
-                continue
-            for path in touched:
-                denial = self._judge(commit, path)
-                if denial is not None:
-                    found.append(denial)
+        for position, path in self._touching(since, paths):
+            denial = self._judge(commits[position], path)
+            if denial is not None:
+                found.append(denial)
         return [d for d in found if not self._endorsed(d, commits)]
 
     def authorize(self, paths: Sequence[str], *, since: str | None = None) -> Denial | None:
@@ -563,6 +555,29 @@ class AccessLog:
                 cached = self._log(revisions, signed=False, allowed=None)
             self._ranges[since] = cached
         return cached
+
+    def _touching(self, since: str | None, paths: Sequence[str]) -> list[tuple[int, str]]:
+        """(position in the range, file) of every change to ``paths`` (files, or directories
+        with everything below), oldest first. Indexed per range: a commit touching 10,000
+        files costs a lookup per release, not a scan."""
+        index = self._indexes.get(since)
+        if index is None:
+            by_path: dict[str, list[int]] = {}
+            for position, commit in enumerate(self._range(since)):
+                for path in commit.paths:
+                    by_path.setdefault(path, []).append(position)
+            index = self._indexes[since] = (by_path, sorted(by_path))
+        by_path, files = index
+        hits: set[tuple[int, str]] = set()
+        for wanted in paths:
+            base = wanted.strip("/")
+            hits.update((position, base) for position in by_path.get(base, ()))
+            prefix = base + "/"
+            at = bisect.bisect_left(files, prefix)
+            while at < len(files) and files[at].startswith(prefix):
+                hits.update((position, files[at]) for position in by_path[files[at]])
+                at += 1
+        return sorted(hits)
 
     def _judge(self, commit: _Commit, path: str) -> Denial | None:
         state = self._state_before(commit.sha)

@@ -33,7 +33,7 @@ from controller.manifests import (
     load_access,
     load_repository,
 )
-from controller.model import Outcome
+from controller.model import ConditionType, Outcome
 from controller.platform import open_platform
 from controller.platform.cli import platform
 from controller.platform.errors import PlatformError
@@ -280,7 +280,11 @@ def _pass_lines(result: PassResult, number: int | None = None) -> list[str]:
             step = f": {item.result.step.describe()}"
             if item.result.error is not None:
                 step += f" failed ({item.result.error.code}: {item.result.error})"
-        reason = item.plan.message if item.plan and not step else ""
+        reason = ""
+        if not step:
+            # Invalid and Forbidden have no plan: their condition says why.
+            ready = item.status.condition(ConditionType.READY)
+            reason = item.plan.message if item.plan else ready.message if ready else ""
         tail = f" ({reason})" if reason else ""
         lines.append(f"{head}{item.key} {item.status.version} {what}{step}{tail}")
     for key in result.removed:

@@ -17,7 +17,9 @@ release               what people do                                            
 ====================  ==========================================================  ===============
 shop on gcash         pilot goes well: complete testing + 20%, then 50%, then 100% Released
 shop on dana          no pilot; straight to full release                          Released
-shop on tng           reviewer rejects it; developer fixes the description; 10/30% Grayscale 30%
+shop on tng           reviewer rejects it; developer fixes the description; 10%;   Grayscale 30%
+                      a developer without the right raises it to 30%: Forbidden
+                      until a master confirms the change with her own commit
 rewards on gcash      pilot finds a blocker; the owner cancels the release        Canceled
 rewards on dana       10%, then 50%                                               Grayscale 50%
 rewards on tng        straight to full release                                    Released
@@ -63,6 +65,8 @@ class Move:
     grayscale: int | None
     edits: dict[str, str]
     words: str
+    #: Who commits it, when not the release's owner.
+    author: tuple[str, str] | None = None
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Script:
 
 SHOP_OWNER = ("Budi Hartono", "budi.hartono@example.com")
 REWARDS_OWNER = ("Aisyah Rahman", "aisyah.rahman@example.com")
+#: A developer assigned to rewards only: access.yaml gives him no right on shop.
+OUTSIDER = ("Lim Wei", "lim.wei@example.com")
+MASTER = ("Maria Santos", "maria.santos@example.com")
 REJECTION = "the description must name the wallet the balance is paid from (Touch 'n Go eWallet)"
 FIXED_DESCRIPTION = (
     "Browse the catalogue, pay with your Touch 'n Go eWallet balance and track every order."
@@ -117,7 +124,20 @@ SCRIPTS = [
                 "fix the description the reviewer asked for (basic info only)",
             ),
             Move("ReadyToRelease", None, {"grayscale": "10"}, "approved: start at 10%"),
-            Move("Grayscale", 10, {"grayscale": "30"}, "10% looks fine: raise to 30%"),
+            Move(
+                "Grayscale",
+                10,
+                {"grayscale": "30"},
+                "10% looks fine: raise to 30% (but Lim works on rewards only)",
+                author=OUTSIDER,
+            ),
+            Move(
+                "Forbidden",
+                None,
+                {"slogan": "Everything you need, in one tap"},
+                "reviews Lim's change, agrees with 30% and confirms it with her own commit",
+                author=MASTER,
+            ),
         ],
         "Grayscale",
         30,
@@ -206,7 +226,8 @@ def push_edit(clone: Path, script: Script, move: Move) -> str:
     for _attempt in range(10):
         git(clone, "pull", "--quiet", "--rebase", "origin", "main")
         path.write_text(edit_manifest(path.read_text(), move.edits))
-        git(clone, "commit", "--quiet", "-am", f"{script.key}: {move.words}", author=script.author)
+        author = move.author or script.author
+        git(clone, "commit", "--quiet", "-am", f"{script.key}: {move.words}", author=author)
         try:
             git(clone, "push", "--quiet", "origin", "HEAD:main")
             return git(clone, "rev-parse", "--short", "HEAD")
@@ -339,7 +360,8 @@ def main() -> int:
                         continue
                     script.done.add(index)
                     sha = push_edit(team, script, move)
-                    say(script.author[0].split()[0].lower(), f"{script.key}: {move.words} ({sha})")
+                    who = (move.author or script.author)[0].split()[0].lower()
+                    say(who, f"{script.key}: {move.words} ({sha})")
                     break
             if converged(statuses):
                 ok = True
