@@ -313,6 +313,17 @@ class AccessLog:
                 found.append(denial)
         return [d for d in found if not self._endorsed(d, commits)]
 
+    def untrusted(self, file: str) -> Denial | None:
+        """The denial of the latest change to the governance ``file`` (``relctl.yaml``,
+        ``access.yaml``) when that change was not trusted: the file's content at ``until`` is
+        then not what a master decided. None when it was trusted or never changed."""
+        latest = None
+        for sha, change in self._governance_changes.items():  # topological order
+            if file in change.paths:
+                latest = sha
+        denial = self._denials.get(latest) if latest is not None else None
+        return replace(denial, path=file) if denial is not None else None
+
     def authorize(self, paths: Sequence[str], *, since: str | None = None) -> Denial | None:
         """The first denial for commits in ``since..until`` touching ``paths``, or None."""
         found = self.denials(paths, since=since)

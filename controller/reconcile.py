@@ -22,7 +22,7 @@ from pathlib import Path
 from controller.access import AccessLog, Denial
 from controller.act import ActResult, act, record_error
 from controller.gitops import PushResult, Workspace
-from controller.manifests import LoadResult, Problem, load_repository
+from controller.manifests import CONFIG_FILE, LoadResult, Problem, Severity, load_repository
 from controller.model import (
     Action,
     CompatibilitySummary,
@@ -505,8 +505,18 @@ def reconcile_repository(
         # status as it is (an unreadable config must never read as "all releases deleted").
         log.error("relctl.yaml is missing or invalid: no release is reconciled in this pass")
         return [], {}, loaded
-    previous = read_previous(root, cache)
     access = _AccessCheck(root, commit, cache) if authorize else None
+    refused = access.untrusted_config() if access is not None else None
+    if refused is not None:
+        # Someone other than a master changed the rules every release is judged by: act on
+        # nothing and keep every status until a master commits relctl.yaml.
+        log.error("relctl.yaml is not trusted, no release is reconciled: %s", refused.message)
+        problem = Problem(
+            CONFIG_FILE, 1, 1, "", Severity.ERROR, "forbidden", refused.message,
+            "a master must commit relctl.yaml (e.g. revert the change, or confirm it)",
+        )  # fmt: skip
+        return [], {}, replace(loaded, problems=(*loaded.problems, problem))
+    previous = read_previous(root, cache)
     results: list[ReleaseResult] = []
     for release in loaded.releases:
         before, _raw = previous.get(release.key, (None, b""))
@@ -564,15 +574,23 @@ class _AccessCheck:
         self.root, self.commit, self.cache = root, commit or "HEAD", cache
         self._log: AccessLog | None = cache.access if cache is not None else None
 
-    def denial(self, release: Release, since: str | None) -> Denial | None:
+    @property
+    def log(self) -> AccessLog:
         if self._log is None:
             self._log = AccessLog(self.root, until=self.commit)
             if self.cache is not None:
                 self.cache.access = self._log
-        if not self._log.enforced:
+        return self._log
+
+    def untrusted_config(self) -> Denial | None:
+        """The refusal of the latest change of relctl.yaml, if a non-master made it."""
+        return self.log.untrusted(CONFIG_FILE) if self.log.enforced else None
+
+    def denial(self, release: Release, since: str | None) -> Denial | None:
+        if not self.log.enforced:
             return None
         # The manifest and the tester files it reads: every file the spec comes from.
-        return self._log.authorize(list(release.sources or (release.path,)), since=since)
+        return self.log.authorize(list(release.sources or (release.path,)), since=since)
 
 
 #: A status commit lists at most this many releases (a pass may change 10,000).

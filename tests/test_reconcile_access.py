@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from controller_world import World, make_world, manifest
+from controller_world import CONFIG, World, make_world, manifest
 from gitutil import PersonClone, isolate_git
 
 from controller.model import ConditionType, Phase, Reason
@@ -180,3 +180,26 @@ def test_deleting_access_yaml_does_not_switch_access_control_off(tmp_path: Path)
         anyone.commit_and_push({SHOP: manifest()}, "release shop")
         world.pass_once()
         assert world.statuses()["shop/gcash"].phase is Phase.FORBIDDEN
+
+
+def test_relctl_yaml_changed_by_a_non_master_stops_every_release_until_a_master_commits(
+    tmp_path: Path,
+) -> None:
+    with make_world(tmp_path, {"access.yaml": ACCESS}) as world:
+        world.edit(SHOP, manifest(), "release shop")
+        world.pass_once()
+        statuses = world.statuses()
+        budi = person(world, "Budi", "budi@example.com")
+        budi.commit_and_push(
+            {"relctl.yaml": CONFIG.replace("testersMax: 50", "testersMax: 99")}, "more"
+        )
+        world.simulator.advance(60)
+        result = world.pass_once()
+        assert result.pushed is None and result.releases == ()
+        assert [(p.file, p.code) for p in result.problems] == [("relctl.yaml", "forbidden")]
+        assert "relctl.yaml may only be changed by a master" in result.problems[0].message
+        assert world.statuses() == statuses
+        # Maria confirms the new limit: the controller carries on under it.
+        world.edit("relctl.yaml", CONFIG.replace("testersMax: 50", "testersMax: 60"), "60")
+        result = world.pass_once()
+        assert result.problems == () and len(result.releases) == 1
