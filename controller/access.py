@@ -57,6 +57,7 @@ import binascii
 import bisect
 import hashlib
 import os
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,18 +66,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controller.gitops import GitError
 from controller.manifests import ACCESS_FILE, CONFIG_FILE, RELEASES_DIR, Access, Member, Role
 from controller.manifests import load_access as _load_access
+from controller.yamlload import load_yaml
 
 #: The files whose changes need a master and decide which rules apply.
 GOVERNANCE_FILES = (ACCESS_FILE, CONFIG_FILE)
-#: Every path the rules are about (the pathspec of every log).
+#: The paths of the trust chain's graph (releases and the governance files).
 _PATHSPEC = (f"{RELEASES_DIR}/", *GOVERNANCE_FILES)
-#: Starts each commit record of a log; never a path (paths are limited by ``_PATHSPEC``).
-_MARK = "relctl-commit"
+#: What the ranges judged by :meth:`AccessLog.denials` log: everything but the controller's
+#: own ``status/`` (a release may read a tester file anywhere in the repository).
+_STATUS_PREFIX = "status/"
+_RANGE_PATHSPEC = (".", f":(exclude){_STATUS_PREFIX}")
 _FIELDS_PLAIN = ("%H", "%an", "%ae", "%P")
 _FIELDS_SIGNED = (*_FIELDS_PLAIN, "%G?", "%GK")
 _SIGNATURE_WORDS = {
@@ -151,6 +153,12 @@ def ssh_fingerprint(public_key: str) -> str | None:
     return f"SHA256:{digest}"
 
 
+def _new_mark() -> str:
+    """The token that starts each commit record of one log. Paths come from the repository,
+    so a fixed marker could be forged by a file of that name: each log gets its own."""
+    return f"relctl-commit-{secrets.token_hex(12)}"
+
+
 def _person(member: Member) -> str:
     return f"{member.name} <{member.email}>"
 
@@ -167,21 +175,19 @@ def _rights(member: Member) -> str:
 
 
 def _mini_program(path: str) -> str | None:
-    """``releases/<mp>/...`` -> ``<mp>``; None for a file directly under ``releases/``."""
+    """``releases/<mp>/...`` -> ``<mp>``; None for any other file (directly under
+    ``releases/``, or outside it, such as a tester file shared by several mini programs)."""
     parts = path.split("/")
-    return parts[1] if len(parts) >= 3 and parts[1] else None
-
-
-def _governed(path: str) -> bool:
-    return path in GOVERNANCE_FILES or path.startswith(f"{RELEASES_DIR}/")
+    return parts[1] if len(parts) >= 3 and parts[0] == RELEASES_DIR and parts[1] else None
 
 
 def _require_signed(data: bytes) -> bool | None:
-    """``policy.requireSignedCommits`` of a ``relctl.yaml``; None when it cannot be read."""
-    try:
-        value: Any = yaml.safe_load(data)
-    except yaml.YAMLError:
-        return None
+    """``policy.requireSignedCommits`` of a ``relctl.yaml``; None when it cannot be read.
+
+    Loaded with relctl's strict loader: a version in the history may be hostile (an alias
+    bomb, a huge file) and is never trusted to be well-formed."""
+    loaded = load_yaml(data)
+    value: Any = loaded.value if loaded.ok else None
     if not isinstance(value, dict):
         return None
     policy = value.get("policy", {})
@@ -362,10 +368,16 @@ class AccessLog:
         return out.decode().strip()
 
     def _log(
-        self, revisions: Sequence[str], *, signed: bool, allowed: Path | None
+        self,
+        revisions: Sequence[str],
+        *,
+        signed: bool,
+        allowed: Path | None,
+        pathspec: Sequence[str] = _PATHSPEC,
     ) -> list[_Commit]:
-        """Commits of ``revisions`` touching the governed paths, oldest first, with files."""
+        """Commits of ``revisions`` touching ``pathspec``, oldest first, with their files."""
         fields = _FIELDS_SIGNED if signed else _FIELDS_PLAIN
+        mark = _new_mark()
         options: list[str] = []
         if signed:
             assert allowed is not None
@@ -388,14 +400,16 @@ class AccessLog:
             "--no-renames",
             "-c",
             "--name-only",
-            "--format=" + "%x00".join(("%x00" + _MARK, *fields)) + "%x00",
+            "--format=" + "%x00".join(("%x00" + mark, *fields)) + "%x00",
             *revisions,
             "--",
-            *_PATHSPEC,
+            *pathspec,
         )
-        return list(_parse_log(out.decode("utf-8", errors="replace"), len(fields)))
+        return list(_parse_log(out.decode("utf-8", errors="replace"), len(fields), mark))
 
-    def _signed_log(self, revisions: Sequence[str]) -> list[_Commit]:
+    def _signed_log(
+        self, revisions: Sequence[str], pathspec: Sequence[str] = _PATHSPEC
+    ) -> list[_Commit]:
         with tempfile.TemporaryDirectory(prefix="relctl-signers-") as temp:
             allowed = Path(temp, "allowed_signers")
             allowed.write_text(
@@ -404,7 +418,7 @@ class AccessLog:
                     for n, key in enumerate(self._keys)
                 )
             )
-            return self._log(revisions, signed=True, allowed=allowed)
+            return self._log(revisions, signed=True, allowed=allowed, pathspec=pathspec)
 
     # -- the trust chain -------------------------------------------------------------------
 
@@ -561,9 +575,9 @@ class AccessLog:
         if cached is None:
             revisions = [self.until] if since is None else [f"^{self._resolve(since)}", self.until]
             if self._signing_ever:
-                cached = self._signed_log(revisions)
+                cached = self._signed_log(revisions, _RANGE_PATHSPEC)
             else:
-                cached = self._log(revisions, signed=False, allowed=None)
+                cached = self._log(revisions, signed=False, allowed=None, pathspec=_RANGE_PATHSPEC)
             self._ranges[since] = cached
         return cached
 
@@ -629,11 +643,15 @@ class AccessLog:
         if path in GOVERNANCE_FILES or mini_program is None:
             if member.role is Role.MASTER:
                 return None
-            why = (
-                f"{path} may only be changed by a master"
-                if path in GOVERNANCE_FILES
-                else f"files directly under {RELEASES_DIR}/ may only be changed by a master"
-            )
+            if path in GOVERNANCE_FILES:
+                why = f"{path} may only be changed by a master"
+            elif path.startswith(f"{RELEASES_DIR}/"):
+                why = f"files directly under {RELEASES_DIR}/ may only be changed by a master"
+            else:
+                why = (
+                    f"files outside {RELEASES_DIR}/<mini-program>/ that releases read "
+                    "may only be changed by a master"
+                )
             reason, missing = Reason.NOT_MASTER, f"the master role ({why})"
         elif member.may_release(mini_program):
             return None
@@ -743,19 +761,20 @@ class AccessLog:
         return self._merge_checks[key]
 
 
-def _parse_log(text: str, count: int) -> Iterator[_Commit]:
-    """Records of ``_MARK`` + ``count`` fields, each followed by the paths it changed."""
+def _parse_log(text: str, count: int, mark: str) -> Iterator[_Commit]:
+    """Records of ``mark`` + ``count`` fields, each followed by the paths it changed (the
+    controller's own ``status/`` files left out)."""
     tokens = [t.lstrip("\n") for t in text.split("\0")]
     index = 0
     while index < len(tokens):
-        if tokens[index] != _MARK:
+        if tokens[index] != mark:
             index += 1
             continue
         values = tokens[index + 1 : index + 1 + count]
         index += 1 + count
         paths: list[str] = []
-        while index < len(tokens) and tokens[index] != _MARK:
-            if tokens[index] and _governed(tokens[index]):
+        while index < len(tokens) and tokens[index] != mark:
+            if tokens[index] and not tokens[index].startswith(_STATUS_PREFIX):
                 paths.append(tokens[index])
             index += 1
         if len(values) < count:

@@ -57,6 +57,7 @@ from controller.manifests import (
     release_key,
 )
 from controller.model import Release, Status
+from controller.plan import NEEDS_SUPERSEDE
 from controller.platform.protocol import Stage
 from controller.status import parse_status
 
@@ -74,11 +75,6 @@ FROZEN_STAGES = frozenset(
         Stage.CANCELED,
         Stage.ARCHIVED,
     }
-)
-#: In-flight stages of an older version that make a new version wait for ``supersede: true``
-#: (the same set ``plan.decide`` stalls on with ``SupersedeRequired``).
-SUPERSEDE_STAGES = frozenset(
-    {Stage.UNDER_REVIEW, Stage.PILOT_TESTING, Stage.RELEASE_PREPARATION, Stage.GRAYSCALE}
 )
 #: Stages whose observed grayscale is a floor for the manifest's.
 _EXPOSED = frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE})
@@ -159,7 +155,10 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
         for file in manifests:
             problems.extend(change.judge(file))
         problems.extend(_status_edits(head_root, changed))
-        problems.extend(_forbidden(repo_root, base_sha, head_sha))
+        shared = sorted(
+            {f for r in after.releases for f in r.sources if not f.startswith(f"{RELEASES_DIR}/")}
+        )
+        problems.extend(_forbidden(repo_root, base_sha, head_sha, shared))
     return CheckResult(
         base=base_sha,
         head=head_sha,
@@ -334,7 +333,7 @@ class _Change:
             new == before.spec.version
             or after.spec.supersede
             or status is None
-            or status.stage not in SUPERSEDE_STAGES
+            or status.stage not in NEEDS_SUPERSEDE
             or status.version == new
             or _version_order(status.version) >= _version_order(new)
         ):
@@ -389,14 +388,17 @@ def _status_edits(head_root: Path, changed: Iterable[str]) -> Iterator[Problem]:
         )
 
 
-def _forbidden(repo_root: Path, base_sha: str, head_sha: str) -> Iterator[Problem]:
+def _forbidden(
+    repo_root: Path, base_sha: str, head_sha: str, shared: Sequence[str]
+) -> Iterator[Problem]:
     """A ``forbidden`` problem per file a commit of ``base..head`` changed without the right.
 
     :class:`controller.access.AccessLog` judges every commit of the range that touches
-    ``releases/`` or the governance files, under the trusted ``access.yaml`` of its parents.
+    ``releases/``, the governance files or a tester file outside ``releases/`` (``shared``;
+    a master's), under the trusted ``access.yaml`` of its parents.
     """
     log = AccessLog(repo_root, until=head_sha)
-    for denial in log.denials(_GUARDED, since=base_sha):
+    for denial in log.denials([*_GUARDED, *shared], since=base_sha):
         yield Problem(
             denial.path,
             1,

@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -719,10 +719,15 @@ def codeowners(repo: Path | None, output: str, check_only: bool) -> None:
             )
         click.echo(f"{output} is up to date")
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.relctl-tmp")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(target)  # atomic: never a half-written CODEOWNERS
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(text, encoding="utf-8")
+        temp.replace(target)  # atomic: never a half-written CODEOWNERS
+    except OSError as exc:
+        with suppress(OSError):
+            temp.unlink()
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"wrote {output}: {len(mini_programs)} mini program(s)")
 
 

@@ -65,9 +65,9 @@ from urllib.parse import urlsplit
 
 import git
 
-#: The only top-level directory the controller writes.
 log = logging.getLogger("relctl")
 
+#: The only top-level directory the controller writes.
 STATUS_DIR = "status"
 #: Trailer recording the commit of the branch a status commit was computed from.
 OBSERVED_TRAILER = "Relctl-Observed-Commit"

@@ -99,7 +99,7 @@ _STAGE_PHASES: Mapping[Stage, Phase] = {
 _IN_FLIGHT = frozenset(Stage) - FINAL_STAGES - {Stage.FULL_RELEASE}
 #: In-flight stages in which testers or users have the version, or it was applied:
 #: replacing it needs ``supersede: true``.
-_NEEDS_SUPERSEDE = frozenset(
+NEEDS_SUPERSEDE = frozenset(
     {Stage.UNDER_REVIEW, Stage.PILOT_TESTING, Stage.RELEASE_PREPARATION, Stage.GRAYSCALE}
 )
 #: Stages that leave nothing to cancel (or where a cancel is no longer possible).
@@ -362,7 +362,7 @@ def _reconcile_supersede(ctx: _Pass) -> Plan | None:
     )
     if not older:
         return None
-    guarded = [other for other in older if other.stage in _NEEDS_SUPERSEDE]
+    guarded = [other for other in older if other.stage in NEEDS_SUPERSEDE]
     if guarded and not ctx.spec.supersede:
         held = guarded[0]
         return ctx.plan(
@@ -372,7 +372,7 @@ def _reconcile_supersede(ctx: _Pass) -> Plan | None:
             f"to cancel it and release {ctx.version}",
         )
     target = older[0]
-    why = "supersede: true" if target.stage in _NEEDS_SUPERSEDE else "nobody has it yet"
+    why = "supersede: true" if target.stage in NEEDS_SUPERSEDE else "nobody has it yet"
     return ctx.act(
         Reason.SUPERSEDING,
         f"canceling {target.version} ({_stage_words(target)}; {why}) to release {ctx.version}",

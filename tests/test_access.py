@@ -211,6 +211,29 @@ def test_file_directly_under_releases_needs_a_master(repo: Repo) -> None:
     assert reasons(repo.denials("releases/")) == [("not-master", "releases/loose.yaml")]
 
 
+def test_a_file_outside_releases_that_a_release_reads_needs_a_master(repo: Repo) -> None:
+    """A tester file shared by several mini programs (``testers/``, ``shared/testers/``)
+    belongs to none of them: only a master may change it."""
+    repo.commit({"testers/vip.csv": "2088000000000001\n"}, MARIA)
+    repo.commit({"shared/testers/qa.csv": "2088000000000002\n"}, BUDI)
+    repo.commit({"testers/vip.csv": "2088000000000003\n"}, BUDI)
+    found = repo.denials("testers/vip.csv", "shared/testers/qa.csv")
+    assert reasons(found) == [
+        ("not-master", "shared/testers/qa.csv"),
+        ("not-master", "testers/vip.csv"),
+    ]
+    assert "files outside releases/<mini-program>/ that releases read" in found[0].message
+
+
+def test_a_hostile_relctl_yaml_in_the_history_is_never_parsed_unsafely(repo: Repo) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    bomb += "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\npolicy: {requireSignedCommits: true}\n"
+    repo.commit({"relctl.yaml": bomb}, MARIA)
+    repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
+    # Aliases are refused by relctl's loader: the flag cannot be read, the previous one holds.
+    assert repo.denials("releases/") == []
+
+
 def test_rename_needs_rights_on_both_sides(repo: Repo) -> None:
     repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
     repo.commit({"releases/shop/gcash.yaml": None, "releases/rewards/gcash.yaml": "a\n"}, BUDI)

@@ -510,6 +510,26 @@ def test_a_member_without_the_right_is_refused_per_file(tmp_path: Path) -> None:
     assert problem.hint is not None and "grant you the right" in problem.hint
 
 
+def test_a_shared_tester_file_outside_releases_needs_a_master(tmp_path: Path) -> None:
+    shared = manifest().replace(
+        'testers: ["2088000000000001"]', "testersFiles: [../../testers/vip.csv]"
+    )
+    repo = Repo(tmp_path / "repo", {GCASH: shared, "testers/vip.csv": "2088000000000001\n"})
+
+    result = repo.pull_request({"testers/vip.csv": "2088000000000002\n"}, who=BUDI)
+
+    problem = only(result, "forbidden")
+    assert located(problem) == ("testers/vip.csv", 1, 1, "")
+    assert "without the master role" in problem.message
+    # A master may, and a file no release reads is nobody's business here.
+    repo.switch("main")
+    git(repo.path, "branch", "-D", "change")
+    assert repo.pull_request({"testers/vip.csv": "2088000000000003\n"}, who=MARIA).ok
+    repo.switch("main")
+    git(repo.path, "branch", "-D", "change")
+    assert repo.pull_request({"docs/notes.md": "hello\n"}, who=STRANGER).ok
+
+
 def test_someone_not_in_access_yaml_is_refused(tmp_path: Path) -> None:
     repo = Repo(tmp_path / "repo", {GCASH: manifest()})
 

@@ -149,3 +149,11 @@ def test_every_relctl_command_of_the_ci_examples_works_on_a_pull_request(
             # The controller will refuse Lim's change, and the plan says so.
             assert "⛔ **shop** on **gcash** 1.4.0: New → Forbidden" in output
             assert "- refused: commit" in output and "by Lim Wei <lim.wei@example.com>" in output
+
+
+def test_codeowners_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
+    repo = sample_repo(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    code, output = run(repo, "codeowners", "--repo", str(repo), "-o", str(tmp_path / "blocker/x"))
+    assert code == 2
+    assert output.startswith("relctl: cannot write ") and "Traceback" not in output

@@ -203,3 +203,25 @@ def test_relctl_yaml_changed_by_a_non_master_stops_every_release_until_a_master_
         world.edit("relctl.yaml", CONFIG.replace("testersMax: 50", "testersMax: 60"), "60")
         result = world.pass_once()
         assert result.problems == () and len(result.releases) == 1
+
+
+def test_a_shared_tester_file_outside_releases_needs_a_master(tmp_path: Path) -> None:
+    files = {
+        "access.yaml": ACCESS,
+        "testers/vip.csv": "2088000000000001\n",
+        SHOP: manifest(testers=[]).replace(
+            "testers: []", "testers: []\n    testersFiles: [../../testers/vip.csv]"
+        ),
+    }
+    with make_world(tmp_path, files) as world:
+        world.pass_once()
+        assert world.statuses()["shop/gcash"].phase is Phase.BUILDING
+        budi = person(world, "Budi", "budi@example.com")  # owner of shop, not a master
+        budi.commit_and_push({"testers/vip.csv": "2088000000000009\n"}, "testers")
+        world.pass_once()
+        status = world.statuses()["shop/gcash"]
+        assert status.phase is Phase.FORBIDDEN
+        stalled = status.condition(ConditionType.STALLED)
+        assert stalled is not None and "changed testers/vip.csv without the master role" in (
+            stalled.message
+        )
