@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,19 +97,24 @@ def validate(paths: tuple[Path, ...], repo: Path | None, output: str, strict: bo
         click.echo(f"relctl: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(2)
     failed = not result.ok or (strict and bool(result.problems))
+    _report(result.problems, output, _summary(result))
+    sys.exit(1 if failed else 0)
+
+
+def _report(problems: Iterable[Problem], output: str, summary: str) -> None:
+    """Print located problems as ``validate`` and ``check`` do: text (with hints), the
+    stable json list (docs/validate.md), or GitHub workflow annotations."""
     if output == "json":
-        click.echo(json.dumps([p.to_dict() for p in result.problems], indent=2))
-    elif output == "github":
-        for problem in result.problems:
+        click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
+        return
+    for problem in problems:
+        if output == "github":
             click.echo(_github_annotation(problem))
-        click.echo(_summary(result))
-    else:
-        for problem in result.problems:
+        else:
             click.echo(_text_line(problem))
             if problem.hint:
                 click.echo(f"  hint: {problem.hint}")
-        click.echo(_summary(result))
-    sys.exit(1 if failed else 0)
+    click.echo(summary)
 
 
 def _find_repo(start: Path) -> Path:
@@ -611,18 +616,7 @@ def check(base: str, head: str, repo: Path | None, output: str, strict: bool) ->
     if warnings:
         counts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
     summary = f"{', '.join(counts)} in {change}" if result.problems else f"{change}: allowed"
-    if output == "json":
-        click.echo(json.dumps([p.to_dict() for p in result.problems], indent=2))
-    elif output == "github":
-        for problem in result.problems:
-            click.echo(_github_annotation(problem))
-        click.echo(summary)
-    else:
-        for problem in result.problems:
-            click.echo(_text_line(problem))
-            if problem.hint:
-                click.echo(f"  hint: {problem.hint}")
-        click.echo(summary)
+    _report(result.problems, output, summary)
     sys.exit(1 if failed else 0)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from controller_world import CONFIG
 from gitutil import FileContent, git, identity, isolate_git, write_files
 
 from controller.check import CheckResult, check_change
@@ -21,14 +22,6 @@ from controller.status import render_status
 GCASH = "releases/shop/gcash.yaml"
 DANA = "releases/shop/dana.yaml"
 GCASH_STATUS = "status/shop/gcash.yaml"
-
-CONFIG = """\
-apiVersion: relctl/v1
-kind: Config
-targetApps:
-  gcash: {name: GCash, environment: production, testersMax: 50}
-  dana: {name: DANA, environment: production, testersMax: 20, grayscaleValues: [10, 50]}
-"""
 
 ACCESS = """\
 apiVersion: relctl/v1
