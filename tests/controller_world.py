@@ -52,10 +52,15 @@ def manifest(
     paused: bool = False,
     description: str = "Browse and pay with your wallet.",
     testers: list[str] | None = None,
+    testers_files: list[str] | None = None,
     min_pass_rate: int = 95,
     page: str = "pages/index/index",
 ) -> str:
-    """A Release manifest as a person writes it."""
+    """A Release manifest as a person writes it (``testers_files`` relative to it)."""
+    pilot: dict[str, object] = {"testers": TESTERS if testers is None else testers}
+    if testers_files:
+        pilot["testersFiles"] = testers_files
+    pilot["complete"] = complete
     document = {
         "apiVersion": "relctl/v1",
         "kind": "Release",
@@ -65,7 +70,7 @@ def manifest(
             "basicInfo": {"name": "Shop", "description": description, "slogan": "One tap"},
             "configuration": {"pages": [page]},
             "compatibility": {"minPassRate": min_pass_rate, "retest": 0},
-            "pilot": {"testers": TESTERS if testers is None else testers, "complete": complete},
+            "pilot": pilot,
             "grayscale": grayscale,
             "cancel": cancel,
             "supersede": supersede,

@@ -147,9 +147,7 @@ def test_tester_files_need_the_same_right_as_the_manifest(tmp_path: Path) -> Non
     files = {
         "access.yaml": ACCESS,
         "releases/shop/testers/gcash.csv": "user_id\n2088000000000001\n",
-        SHOP: manifest(testers=[]).replace(
-            "testers: []", "testers: []\n    testersFiles: [testers/gcash.csv]"
-        ),
+        SHOP: manifest(testers=[], testers_files=["testers/gcash.csv"]),
     }
     with make_world(tmp_path, files) as world:
         world.pass_once()
@@ -209,9 +207,7 @@ def test_a_shared_tester_file_outside_releases_needs_a_master(tmp_path: Path) ->
     files = {
         "access.yaml": ACCESS,
         "testers/vip.csv": "2088000000000001\n",
-        SHOP: manifest(testers=[]).replace(
-            "testers: []", "testers: []\n    testersFiles: [../../testers/vip.csv]"
-        ),
+        SHOP: manifest(testers=[], testers_files=["../../testers/vip.csv"]),
     }
     with make_world(tmp_path, files) as world:
         world.pass_once()
