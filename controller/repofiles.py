@@ -1,0 +1,323 @@
+"""The one way relctl reads a release repository: entries and bounded blobs, never links.
+
+Everything in a release repository is untrusted input. relctl reads it through
+:class:`RepoFiles`, which has two implementations:
+
+- :class:`WorkTree` (this module): a directory on disk, for ``relctl validate`` on a checkout
+  or in a pre-commit hook. It never follows a symbolic link (not even a parent directory that
+  is one), never opens a FIFO, device or socket, and never reads more than the caller's limit.
+- ``controller.gitops.GitTree``: the objects of one commit, for the controller, ``relctl
+  check`` and ``relctl plan``. Tree entries and blob sizes come first; a blob is read only when
+  it is a regular file within the limit. ``.gitattributes`` cannot change what is read.
+
+A path is always repository-relative with ``/`` separators. Anything else (absolute, ``..``,
+empty or ``.`` components, a backslash, a control character) is refused before any I/O.
+Whatever is not a regular file where a file is expected is an :class:`Unreadable` error for
+that path alone, which callers turn into a located problem of that file.
+
+Called by ``controller.manifests`` (loading), ``controller.reconcile`` (status files),
+``controller.check`` and ``controller.preview``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+__all__ = [
+    "Entry",
+    "EntryKind",
+    "RepoFiles",
+    "Unreadable",
+    "UnreadableCode",
+    "WorkTree",
+    "check_path",
+    "path_problem",
+]
+
+
+class EntryKind(StrEnum):
+    """What a repository path is. Only ``FILE`` can be read."""
+
+    FILE = "file"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    SUBMODULE = "submodule"
+    #: FIFOs, sockets, devices (a work tree only; git cannot store them).
+    SPECIAL = "special"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of a repository: its kind, its size (files only) and its git object id."""
+
+    path: str
+    kind: EntryKind
+    size: int = 0
+    #: The blob or tree id in a git commit; None in a work tree.
+    oid: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+class UnreadableCode(StrEnum):
+    """Why a path could not be read; each is a problem code in ``relctl validate``."""
+
+    BAD_PATH = "bad-path"
+    MISSING = "missing"
+    NOT_A_FILE = "not-a-file"
+    TOO_LARGE = "too-large"
+    UNREADABLE = "unreadable"
+
+
+class Unreadable(Exception):
+    """A path that relctl refuses or fails to read, with what to do about it."""
+
+    def __init__(self, path: str, code: UnreadableCode, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+class RepoFiles(Protocol):
+    """Read-only access to the files of one revision of a release repository."""
+
+    @property
+    def revision(self) -> str | None:
+        """The commit read (a full sha), or None for a work tree."""
+        ...
+
+    def entry(self, path: str) -> Entry | None:
+        """What ``path`` is, or None when nothing is there."""
+        ...
+
+    def children(self, path: str) -> list[Entry]:
+        """The entries directly inside directory ``path`` ("" for the top), sorted by name;
+        [] when ``path`` is not a directory."""
+        ...
+
+    def walk(self, path: str) -> Iterator[Entry]:
+        """Every entry below directory ``path``, depth first, sorted; links and submodules are
+        listed but never entered."""
+        ...
+
+    def read(self, path: str, limit: int) -> bytes:
+        """The bytes of the regular file ``path``; raises :class:`Unreadable` when it is
+        anything else, larger than ``limit`` bytes, or missing."""
+        ...
+
+
+_CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+def check_path(path: str) -> str | None:
+    """Why ``path`` is not a plain repository-relative path, or None when it is one."""
+    if not path:
+        return "the path is empty"
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        return "the path is absolute"
+    if "\\" in path:
+        return "the path contains a backslash"
+    if any(char in _CONTROL for char in path):
+        return "the path contains a control character (newline, tab, ...)"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "the path has an empty, '.' or '..' component"
+    return None
+
+
+def path_problem(path: str) -> Unreadable | None:
+    """:func:`check_path` as an :class:`Unreadable` error (None for a good path)."""
+    why = check_path(path)
+    if why is None:
+        return None
+    return Unreadable(
+        path,
+        UnreadableCode.BAD_PATH,
+        f"{path!r}: {why}",
+        "use a relative path inside the repository with '/' separators",
+    )
+
+
+def kind_problem(entry: Entry) -> Unreadable:
+    """The error for reading an entry that is not a regular file."""
+    if entry.kind is EntryKind.SYMLINK:
+        return Unreadable(
+            entry.path,
+            UnreadableCode.NOT_A_FILE,
+            f"{entry.path} is a symbolic link (or lies under one); relctl never follows links",
+            "replace the link by the file itself",
+        )
+    if entry.kind is EntryKind.SUBMODULE:
+        return Unreadable(
+            entry.path,
+            UnreadableCode.NOT_A_FILE,
+            f"{entry.path} is a git submodule, not a file",
+            "commit the file itself into the release repository",
+        )
+    if entry.kind is EntryKind.DIRECTORY:
+        return Unreadable(
+            entry.path,
+            UnreadableCode.NOT_A_FILE,
+            f"{entry.path} is a directory, not a file",
+            "name a file",
+        )
+    return Unreadable(
+        entry.path,
+        UnreadableCode.NOT_A_FILE,
+        f"{entry.path} is not a regular file (a FIFO, socket or device)",
+        "replace it by a regular file",
+    )
+
+
+def size_problem(path: str, size: int, limit: int) -> Unreadable:
+    """The error for a file over the caller's size limit (it is not read)."""
+    return Unreadable(
+        path,
+        UnreadableCode.TOO_LARGE,
+        f"{path} is {size:,} bytes; relctl reads at most {limit:,} bytes of such a file",
+        "split the file or remove what it does not need",
+    )
+
+
+def missing_problem(path: str) -> Unreadable:
+    return Unreadable(
+        path, UnreadableCode.MISSING, f"{path} not found", "check the path and commit the file"
+    )
+
+
+def _kind(mode: int) -> EntryKind:
+    if stat.S_ISREG(mode):
+        return EntryKind.FILE
+    if stat.S_ISDIR(mode):
+        return EntryKind.DIRECTORY
+    if stat.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    return EntryKind.SPECIAL
+
+
+class WorkTree:
+    """A release repository as a directory on disk (``relctl validate``, pre-commit).
+
+    Reads are link-free and bounded: every component of a path is inspected with ``lstat``,
+    a file is opened with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block it) and checked to
+    be a regular file on the open descriptor, and at most ``limit + 1`` bytes are read.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(os.path.abspath(root))
+
+    @property
+    def revision(self) -> str | None:
+        return None
+
+    def _full(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/")) if path else str(self.root)
+
+    def entry(self, path: str) -> Entry | None:
+        if path == "":
+            return Entry("", EntryKind.DIRECTORY)
+        if check_path(path) is not None:
+            return None
+        current = str(self.root)
+        parts = path.split("/")
+        for index, part in enumerate(parts):
+            current = os.path.join(current, part)
+            try:
+                info = os.lstat(current)
+            except OSError:
+                return None
+            kind = _kind(info.st_mode)
+            if index == len(parts) - 1:
+                size = info.st_size if kind is EntryKind.FILE else 0
+                return Entry(path, kind, size)
+            if kind is EntryKind.SYMLINK:
+                return Entry(path, EntryKind.SYMLINK)
+            if kind is not EntryKind.DIRECTORY:
+                return None
+        return None  # pragma: no cover - the loop always returns
+
+    def children(self, path: str) -> list[Entry]:
+        here = self.entry(path)
+        if here is None or here.kind is not EntryKind.DIRECTORY:
+            return []
+        found: list[Entry] = []
+        try:
+            with os.scandir(self._full(path)) as listing:
+                for item in listing:
+                    child = f"{path}/{item.name}" if path else item.name
+                    if check_path(child) is not None:
+                        continue  # names git cannot have either (e.g. a newline)
+                    try:
+                        info = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    kind = _kind(info.st_mode)
+                    found.append(Entry(child, kind, info.st_size if kind is EntryKind.FILE else 0))
+        except OSError:
+            return []
+        return sorted(found, key=lambda e: e.path)
+
+    def walk(self, path: str) -> Iterator[Entry]:
+        for child in self.children(path):
+            yield child
+            if child.kind is EntryKind.DIRECTORY:
+                yield from self.walk(child.path)
+
+    def read(self, path: str, limit: int) -> bytes:
+        bad = path_problem(path)
+        if bad is not None:
+            raise bad
+        entry = self.entry(path)
+        if entry is None:
+            raise missing_problem(path)
+        if entry.kind is not EntryKind.FILE:
+            raise kind_problem(entry)
+        if entry.size > limit:
+            raise size_problem(path, entry.size, limit)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(self._full(path), flags)
+        except OSError as exc:
+            raise Unreadable(
+                path,
+                UnreadableCode.UNREADABLE,
+                f"{path} cannot be read: {exc.strerror or exc}",
+                "check the file's permissions",
+            ) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # swapped after lstat: still refused
+                raise kind_problem(Entry(path, _kind(info.st_mode)))
+            if info.st_size > limit:
+                raise size_problem(path, info.st_size, limit)
+            chunks: list[bytes] = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            data = b"".join(chunks)
+        except OSError as exc:
+            raise Unreadable(
+                path,
+                UnreadableCode.UNREADABLE,
+                f"{path} cannot be read: {exc.strerror or exc}",
+                "check the file",
+            ) from None
+        finally:
+            os.close(fd)
+        if len(data) > limit:  # grew while being read
+            raise size_problem(path, len(data), limit)
+        return data
