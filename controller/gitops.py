@@ -54,6 +54,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,17 @@ from typing import Self
 from urllib.parse import urlsplit
 
 import git
+
+from controller.repofiles import (
+    Entry,
+    EntryKind,
+    Unreadable,
+    UnreadableCode,
+    kind_problem,
+    missing_problem,
+    path_problem,
+    size_problem,
+)
 
 log = logging.getLogger("relctl")
 
@@ -704,6 +716,205 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# The one git runner, and reading a commit's objects
+# --------------------------------------------------------------------------------------------
+
+#: What one git command may print before it is stopped (a hostile history cannot exhaust
+#: memory through a log or a listing).
+MAX_OUTPUT = 256 * 1024 * 1024
+#: The tail of stderr kept for the error message.
+_STDERR_TAIL = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GitRun:
+    """What one git command did: exit status, stdout (bytes) and the tail of stderr."""
+
+    status: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", "surrogateescape")
+
+
+def run_git(
+    cwd: Path | str,
+    *args: str,
+    input: bytes | None = None,
+    ok: Iterable[int] = (0,),
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    max_output: int = MAX_OUTPUT,
+) -> GitRun:
+    """Run ``git args`` in ``cwd``: the only way relctl starts git.
+
+    Every call gets the same hardening: no terminal prompt, replace objects ignored, no
+    signature lines in logs, paths unquoted; stdin is fed from a temporary file (no pipe
+    deadlock); stdout is read up to ``max_output`` bytes and the command is killed beyond
+    it; ``timeout`` (seconds) kills a command that hangs. A status outside ``ok`` raises
+    :class:`GitError` with one line of stderr; so do a timeout and an output overflow.
+    """
+    command = [
+        "git",
+        "--no-replace-objects",
+        "-c", "log.showSignature=false",
+        "-c", "core.quotePath=false",
+        *args,
+    ]  # fmt: skip
+    full_env = {**os.environ, **_ENV, "GIT_NO_REPLACE_OBJECTS": "1", **(env or {})}
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
+        if input is not None:
+            stdin.write(input)
+            stdin.seek(0)
+        try:
+            process = subprocess.Popen(
+                command, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, env=full_env
+            )
+        except OSError as exc:
+            raise GitError(f"cannot run git: {exc.strerror or exc}") from exc
+        expired = threading.Event()
+
+        def _expire() -> None:
+            expired.set()
+            process.kill()
+
+        timer = threading.Timer(timeout, _expire) if timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        chunks: list[bytes] = []
+        size = 0
+        overflow = False
+        try:
+            assert process.stdout is not None
+            while chunk := process.stdout.read(1 << 16):
+                size += len(chunk)
+                if size > max_output:
+                    overflow = True
+                    process.kill()
+                    break
+                chunks.append(chunk)
+            status = process.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if process.stdout is not None:
+                process.stdout.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        stderr.seek(0, os.SEEK_END)
+        stderr.seek(max(0, stderr.tell() - _STDERR_TAIL))
+        err = stderr.read().decode("utf-8", "replace")
+    what = f"git {args[0] if args else ''}".strip()
+    if expired.is_set():
+        raise GitError(f"{what} did not finish within {timeout:g} s")
+    if overflow:
+        raise GitError(f"{what} printed more than {max_output:,} bytes; stopped")
+    if status not in tuple(ok):
+        raise GitError(f"{what} failed: {_one_line(err)}")
+    return GitRun(status, b"".join(chunks), err)
+
+
+_GIT_KINDS = {
+    "blob": EntryKind.FILE,
+    "tree": EntryKind.DIRECTORY,
+    "commit": EntryKind.SUBMODULE,
+}
+
+
+class GitTree:
+    """The files of one commit, read as git objects (a :class:`RepoFiles`).
+
+    One ``git ls-tree -r -t -l`` lists every entry with its mode, object id and size; a blob
+    is read through GitPython's object database only when it is a regular file (mode 100644
+    or 100755) no larger than the caller's limit. No work tree, no checkout, no filters:
+    ``.gitattributes`` cannot change a byte of what is read, and a symbolic link (mode
+    120000) or submodule is an entry to report, never something to follow.
+    """
+
+    def __init__(self, repo: git.Repo, commit: str) -> None:
+        self._repo = repo
+        root = str(repo.working_tree_dir or repo.git_dir)
+        self._commit = run_git(
+            root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
+        ).text.strip()
+        listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", self._commit)
+        entries: dict[str, Entry] = {}
+        children: dict[str, list[Entry]] = {"": []}
+        for record in listing.out.split(b"\0"):
+            if not record:
+                continue
+            meta, _tab, raw_path = record.partition(b"\t")
+            mode, kind_name, oid, size = meta.split(None, 3)
+            path = raw_path.decode("utf-8", "surrogateescape")
+            kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
+            if kind is EntryKind.FILE and mode == b"120000":
+                kind = EntryKind.SYMLINK
+            elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
+                kind = EntryKind.SPECIAL
+            entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
+            entries[path] = entry
+            parent = path.rpartition("/")[0]
+            children.setdefault(parent, []).append(entry)
+            if kind is EntryKind.DIRECTORY:
+                children.setdefault(path, [])
+        self._entries = entries
+        self._children = children
+
+    @property
+    def revision(self) -> str:
+        return self._commit
+
+    def entry(self, path: str) -> Entry | None:
+        if path == "":
+            return Entry("", EntryKind.DIRECTORY)
+        found = self._entries.get(path)
+        if found is not None:
+            return found
+        # Under a link or a submodule: report the link, as a work tree does.
+        parent = path
+        while "/" in parent:
+            parent = parent.rpartition("/")[0]
+            above = self._entries.get(parent)
+            if above is not None and above.kind in (EntryKind.SYMLINK, EntryKind.SUBMODULE):
+                return Entry(path, above.kind)
+        return None
+
+    def children(self, path: str) -> list[Entry]:
+        return sorted(self._children.get(path, ()), key=lambda e: e.path)
+
+    def walk(self, path: str) -> Iterator[Entry]:
+        for child in self.children(path):
+            yield child
+            if child.kind is EntryKind.DIRECTORY:
+                yield from self.walk(child.path)
+
+    def read(self, path: str, limit: int) -> bytes:
+        bad = path_problem(path)
+        if bad is not None:
+            raise bad
+        entry = self.entry(path)
+        if entry is None:
+            raise missing_problem(path)
+        if entry.kind is not EntryKind.FILE or entry.oid is None:
+            raise kind_problem(entry)
+        if entry.size > limit:
+            raise size_problem(path, entry.size, limit)
+        try:
+            data: bytes = self._repo.odb.stream(bytes.fromhex(entry.oid)).read()
+        except (ValueError, git.GitError) as exc:
+            raise Unreadable(
+                path, UnreadableCode.UNREADABLE, f"{path} cannot be read: {exc}", "run git fsck"
+            ) from None
+        if len(data) > limit:  # pragma: no cover - git's own size was checked first
+            raise size_problem(path, len(data), limit)
+        return data
 
 
 # --------------------------------------------------------------------------------------------

@@ -123,6 +123,10 @@ def check_path(path: str) -> str | None:
     """Why ``path`` is not a plain repository-relative path, or None when it is one."""
     if not path:
         return "the path is empty"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the path is not valid UTF-8"
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         return "the path is absolute"
     if "\\" in path:
@@ -253,9 +257,8 @@ class WorkTree:
         try:
             with os.scandir(self._full(path)) as listing:
                 for item in listing:
+                    # Odd names (a newline, a backslash) are listed: callers report them.
                     child = f"{path}/{item.name}" if path else item.name
-                    if check_path(child) is not None:
-                        continue  # names git cannot have either (e.g. a newline)
                     try:
                         info = item.stat(follow_symlinks=False)
                     except OSError:

@@ -74,3 +74,69 @@ def test_walk_lists_links_but_never_enters_them(tree: WorkTree, tmp_path: Path) 
     paths = {(e.path, e.kind) for e in tree.walk("releases")}
     assert ("releases/root", EntryKind.SYMLINK) in paths
     assert all(not p.startswith("releases/root/") for p, _ in paths)
+
+
+# -- the git side: a commit's objects --------------------------------------------------------
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", *args], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def commit_tree(tmp_path: Path) -> tuple[Path, str]:
+    root = tmp_path / "repo"
+    (root / "releases" / "shop").mkdir(parents=True)
+    (root / "releases" / "shop" / "gcash.yaml").write_bytes(b"kind: Release\n")
+    (root / "big.csv").write_bytes(b"1\n" * 1000)
+    os.symlink("/etc/passwd", root / "releases" / "shop" / "dana.yaml")
+    os.symlink("/", root / "releases" / "rewards")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.email=a@example.com", "-c", "user.name=A", "commit", "-qm", "x")
+    # An outsider's attributes: a work tree checkout would re-encode every manifest.
+    (root / ".gitattributes").write_text("*.yaml working-tree-encoding=UTF-16\n")
+    _git(root, "add", ".gitattributes")
+    _git(root, "-c", "user.email=a@example.com", "-c", "user.name=A", "commit", "-qm", "y")
+    return root, _git(root, "rev-parse", "HEAD")
+
+
+def test_git_tree_reads_blobs_not_the_work_tree(commit_tree: tuple[Path, str]) -> None:
+    import git as gitpython
+
+    from controller.gitops import GitTree
+
+    root, sha = commit_tree
+    (root / "releases" / "shop" / "gcash.yaml").write_bytes(b"changed in the work tree\n")
+    with gitpython.Repo(root) as repo:
+        tree = GitTree(repo, "HEAD")
+        assert tree.revision == sha
+        # .gitattributes changes nothing: the blob's bytes as committed.
+        assert tree.read("releases/shop/gcash.yaml", 100) == b"kind: Release\n"
+        entry = tree.entry("releases/shop/dana.yaml")
+        assert entry is not None and entry.kind is EntryKind.SYMLINK
+        with pytest.raises(Unreadable) as caught:
+            tree.read("releases/shop/dana.yaml", 100)
+        assert caught.value.code is UnreadableCode.NOT_A_FILE
+        under = tree.entry("releases/rewards/tng.yaml")
+        assert under is not None and under.kind is EntryKind.SYMLINK
+        with pytest.raises(Unreadable) as too_big:
+            tree.read("big.csv", 100)
+        assert too_big.value.code is UnreadableCode.TOO_LARGE
+        names = [e.path for e in tree.children("releases/shop")]
+        assert names == ["releases/shop/dana.yaml", "releases/shop/gcash.yaml"]
+
+
+def test_run_git_bounds_output_and_names_failures(commit_tree: tuple[Path, str]) -> None:
+    from controller.gitops import GitError, run_git
+
+    root, _sha = commit_tree
+    with pytest.raises(GitError, match="printed more than"):
+        run_git(root, "cat-file", "-p", "HEAD:big.csv", max_output=100)
+    with pytest.raises(GitError, match="git rev-parse failed"):
+        run_git(root, "rev-parse", "--verify", "no-such-revision")
+    assert run_git(root, "cat-file", "-p", "HEAD:big.csv").out == b"1\n" * 1000
