@@ -32,6 +32,7 @@ from typing import Protocol
 __all__ = [
     "Entry",
     "EntryKind",
+    "MemoryFiles",
     "RepoFiles",
     "Unreadable",
     "UnreadableCode",
@@ -324,3 +325,52 @@ class WorkTree:
         if len(data) > limit:  # grew while being read
             raise size_problem(path, len(data), limit)
         return data
+
+
+class MemoryFiles:
+    """A few files held in memory (a :class:`RepoFiles`): one governance blob of a past
+    commit, or a test's repository. Directories are implied by the paths."""
+
+    def __init__(self, files: dict[str, bytes], revision: str | None = None) -> None:
+        for path in files:
+            bad = path_problem(path)
+            if bad is not None:
+                raise ValueError(bad.message)
+        self._files = dict(files)
+        self._revision = revision
+
+    @property
+    def revision(self) -> str | None:
+        return self._revision
+
+    def entry(self, path: str) -> Entry | None:
+        if path in self._files:
+            return Entry(path, EntryKind.FILE, len(self._files[path]))
+        if path == "" or any(p.startswith(f"{path}/") for p in self._files):
+            return Entry(path, EntryKind.DIRECTORY)
+        return None
+
+    def children(self, path: str) -> list[Entry]:
+        prefix = f"{path}/" if path else ""
+        names = {p[len(prefix) :].split("/", 1)[0] for p in self._files if p.startswith(prefix)}
+        found = (self.entry(f"{prefix}{name}") for name in sorted(names))
+        return [entry for entry in found if entry is not None]
+
+    def walk(self, path: str) -> Iterator[Entry]:
+        for child in self.children(path):
+            yield child
+            if child.kind is EntryKind.DIRECTORY:
+                yield from self.walk(child.path)
+
+    def read(self, path: str, limit: int) -> bytes:
+        bad = path_problem(path)
+        if bad is not None:
+            raise bad
+        entry = self.entry(path)
+        if entry is None:
+            raise missing_problem(path)
+        if entry.kind is not EntryKind.FILE:
+            raise kind_problem(entry)
+        if entry.size > limit:
+            raise size_problem(path, entry.size, limit)
+        return self._files[path]

@@ -140,3 +140,16 @@ def test_run_git_bounds_output_and_names_failures(commit_tree: tuple[Path, str])
     with pytest.raises(GitError, match="git rev-parse failed"):
         run_git(root, "rev-parse", "--verify", "no-such-revision")
     assert run_git(root, "cat-file", "-p", "HEAD:big.csv").out == b"1\n" * 1000
+
+
+def test_memory_files_imply_directories_and_bound_reads() -> None:
+    from controller.repofiles import MemoryFiles
+
+    files = MemoryFiles({"access.yaml": b"members: []\n", "releases/shop/gcash.yaml": b"x"})
+    assert [e.path for e in files.children("")] == ["access.yaml", "releases"]
+    assert [e.path for e in files.walk("releases")] == ["releases/shop", "releases/shop/gcash.yaml"]
+    assert files.read("access.yaml", 100) == b"members: []\n"
+    with pytest.raises(Unreadable):
+        files.read("access.yaml", 3)
+    with pytest.raises(Unreadable):
+        files.read("releases", 100)
