@@ -126,6 +126,30 @@ def record_error(
     return record, now + retry_delay(error, attempts, result.step.idempotency_key)
 
 
+#: The ``action`` of an error record left by a failed observation (not a step).
+OBSERVE = "observe"
+
+
+def record_observation_error(
+    error: PlatformError, previous: ErrorRecord | None, key: str, now: datetime
+) -> tuple[ErrorRecord, datetime]:
+    """The error record and next observation time after the platform could not be read.
+
+    Per release, exponential with jitter like a failed step, at least ``BACKOFF_BASE`` (an
+    Unknown read is not worth an immediate retry), and the platform's ``retry_after`` when it
+    asks for quiet: a platform that is down is not asked about every release every pass.
+    """
+    same = previous is not None and previous.action == OBSERVE
+    attempts = previous.attempts + 1 if same and previous is not None else 1
+    record = ErrorRecord(
+        code=error.code, message=error.message, action=OBSERVE, attempts=attempts, time=now
+    )
+    delay = retry_delay(error, attempts, f"{key}/{OBSERVE}")
+    if not isinstance(error, RateLimited):
+        delay = max(delay, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(attempts - 1, 16))))
+    return record, now + delay
+
+
 def retry_delay(error: PlatformError, attempts: int, salt: str) -> timedelta:
     """How long to wait before the same step is tried again.
 

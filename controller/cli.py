@@ -33,7 +33,7 @@ from controller.manifests import (
     load_access,
     load_repository,
 )
-from controller.model import ConditionType, Outcome
+from controller.model import ConditionType
 from controller.platform import open_platform
 from controller.platform.cli import platform
 from controller.platform.errors import PlatformError
@@ -41,6 +41,7 @@ from controller.platform.protocol import Platform
 from controller.preview import preview_change, preview_json, render_markdown
 from controller.preview import render_text as render_preview_text
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
+from controller.state import StateError
 from controller.status import format_status_table, read_statuses, status_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -364,8 +365,11 @@ def reconcile(
             controller = Controller(
                 workspace, adapter, progress=_progress_printer(output), skip_ci=skip_ci
             )
-            result = controller.pass_once(raise_errors=True)
-    except (GitError, PlatformError) as exc:
+            try:
+                result = controller.pass_once(raise_errors=True)
+            finally:
+                controller.close()
+    except (GitError, PlatformError, StateError) as exc:
         _fail(str(exc))
         return
     assert result is not None
@@ -376,16 +380,7 @@ def reconcile(
             click.echo(line)
         if result.pushed is None:
             click.echo(f"nothing changed at {result.commit[:7]}; no commit")
-    unhealthy = [
-        r for r in result.releases
-        if r.status.errors or (r.result is not None and r.result.error is not None)
-        or (r.plan is not None and r.plan.outcome is Outcome.STALLED)
-    ]  # fmt: skip
-    sys.exit(1 if unhealthy or not _only_warnings(result) else 0)
-
-
-def _only_warnings(result: PassResult) -> bool:
-    return all(p.severity is Severity.WARNING for p in result.problems)
+    sys.exit(0 if result.healthy else 1)
 
 
 @cli.command()
@@ -457,7 +452,8 @@ def run(
                 controller,
                 DaemonOptions(interval=interval, jitter=jitter, max_passes=1 if once else None),
             )
-    except GitError as exc:
+            controller.close()
+    except (GitError, StateError) as exc:
         _fail(str(exc))
         return
     click.echo(f"relctl controller: stopped after {controller.passes} pass(es)")

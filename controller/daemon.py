@@ -7,7 +7,9 @@ sets a flag, the scheduler stops taking new passes, the pass in progress finishe
 commit lands), and the process exits 0.
 
 A pass that fails (git unreachable, push rejected too often) is logged and retried on the next
-tick; platform errors never get this far (``act`` records them on the release).
+tick; platform errors never get this far (``act`` records them on the release). A pass has a
+deadline (``PASS_DEADLINE``), and on SIGTERM the pass in progress starts no new release, so
+the process ends within the time of one release's step and one push.
 
 Called by ``controller.cli``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +29,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller.gitops import GitError, Workspace
 from controller.platform.protocol import Platform
-from controller.reconcile import PassCache, PassResult, ProgressCallback, run_pass
+from controller.reconcile import PassCache, PassResult, ProgressCallback, StopCheck, run_pass
+from controller.state import ControllerState, StateError
+
+#: A pass starts no new release after this many seconds; the rest wait for the next pass.
+PASS_DEADLINE = 300.0
 
 log = logging.getLogger("relctl")
 
@@ -56,8 +63,14 @@ class Controller:
         progress: ProgressCallback | None = None,
         on_pass: Callable[[PassResult], None] | None = None,
         skip_ci: bool = False,
+        pass_deadline: float = PASS_DEADLINE,
     ) -> None:
         self.workspace = workspace
+        #: The controller's own memory, beside the clone in the (locked) workdir.
+        self.state = ControllerState(workspace.workdir).open()
+        self.pass_deadline = pass_deadline
+        #: Set on SIGTERM/SIGINT: the pass in progress starts no new release.
+        self.stopping = threading.Event()
         self.platform = platform
         self.now = now
         self.progress = progress
@@ -80,9 +93,11 @@ class Controller:
                     self.workspace,
                     self.platform,
                     self.now,
+                    state=self.state,
                     skip_ci=self.skip_ci,
                     progress=self.progress,
                     cache=self.cache,
+                    stop=self._stop_check(time.monotonic() + self.pass_deadline),
                 )
             except GitError as error:
                 self.failures += 1
@@ -94,9 +109,24 @@ class Controller:
                 self.on_pass(result)
             return result
 
+    def _stop_check(self, deadline: float) -> StopCheck:
+        def check() -> str | None:
+            if self.stopping.is_set():
+                return "the controller is stopping"
+            if time.monotonic() > deadline:
+                return f"the pass deadline ({self.pass_deadline:g} s) was reached"
+            return None
+
+        return check
+
+    def close(self) -> None:
+        """Close the controller's state database (the workspace is the caller's)."""
+        self.state.close()
+
 
 def run_forever(controller: Controller, options: DaemonOptions) -> int:
-    """Run passes until SIGTERM/SIGINT (or ``max_passes``); returns the exit code (0)."""
+    """Run passes until SIGTERM/SIGINT (or ``max_passes``); returns the exit code: 0, or 2
+    when the controller's state database became unusable."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -104,13 +134,21 @@ def run_forever(controller: Controller, options: DaemonOptions) -> int:
             "%s received: finishing the current pass, then exiting", signal.Signals(signum).name
         )
         stop.set()
+        controller.stopping.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    fatal: list[str] = []
 
     def tick() -> None:
         if stop.is_set():
             return
-        controller.pass_once()
+        try:
+            controller.pass_once()
+        except StateError as error:  # the controller's memory is unusable: never guess
+            log.error("stopping: %s", error)
+            fatal.append(str(error))
+            stop.set()
         if options.max_passes is not None and controller.passes >= options.max_passes:
             stop.set()
 
@@ -134,4 +172,4 @@ def run_forever(controller: Controller, options: DaemonOptions) -> int:
         scheduler.shutdown(wait=True)  # lets a running pass finish, starts no new one
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return 2 if fatal else 0

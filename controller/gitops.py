@@ -412,6 +412,20 @@ class Workspace:
             commits.append(CommitInfo(sha, name, email, subject, when))
         return commits
 
+    def remote_tip(self) -> str | None:
+        """Where the branch is on the remote right now (one ``ls-remote``); None if absent."""
+        out = self._git("ls-remote", "--", "origin", f"refs/heads/{self.branch}",
+                        timeout=self._network_timeout)  # fmt: skip
+        line = out.split("\n", 1)[0]
+        return line.split("\t", 1)[0] if line else None
+
+    def contains(self, commit: str, tip: str) -> bool:
+        """Whether ``commit`` is ``tip`` or one of its ancestors (False for unknown commits)."""
+        if not _SHA.fullmatch(commit):
+            return False
+        status, _out, _err = self._run("merge-base", "--is-ancestor", commit, tip)
+        return status == 0
+
     # -- writing -----------------------------------------------------------------------------
 
     def write_status(
@@ -422,11 +436,14 @@ class Workspace:
         observed_commit: str,
         skip_ci: bool = False,
         max_attempts: int = 5,
+        before_push: Callable[[str], None] | None = None,
     ) -> PushResult | None:
         """Commit ``files`` (None deletes) on the current head and push; None if nothing changed.
 
         On a rejected push the same files are laid on the remote's new head and pushed again,
         up to ``max_attempts`` pushes in all, then :class:`PushRejected`. Never forces.
+        ``before_push(commit)`` is called with each commit right before it is pushed (the
+        controller records what it is about to push, see ``controller.state``).
         """
         wanted = {status_path(path): data for path, data in files.items()}
         if not _SHA.fullmatch(observed_commit):
@@ -450,6 +467,8 @@ class Workspace:
                     return None
                 commit = self._commit(full_message)
                 self._assert_only_status(commit)
+                if before_push is not None:
+                    before_push(commit)
                 reason = self._push()
             except BaseException:
                 self._discard_local(base)
@@ -621,15 +640,21 @@ class Workspace:
         return sorted(_split_z(staged))
 
     def _status_file(self, relpath: str) -> Path:
-        """The work-tree path of a validated status path; refuse links and files on the way."""
+        """The work-tree path of a validated status path.
+
+        ``status/`` belongs to the controller: a link, file or anything else that a person
+        committed where one of its directories belongs is removed (from the work tree and the
+        index, so the status commit deletes it), never followed.
+        """
         current = self.root
         for part in relpath.split("/")[:-1]:
             current = current / part
-            if current.is_symlink() or (current.exists() and not current.is_dir()):
-                raise UnsafeStatusPath(
-                    f"refusing to write {relpath!r}: "
-                    f"{current.relative_to(self.root)} is not a directory in the repository"
-                )
+            if current.is_symlink() or (os.path.lexists(current) and not current.is_dir()):
+                relative = current.relative_to(self.root).as_posix()
+                if not relative.startswith(f"{STATUS_DIR}"):
+                    raise UnsafeStatusPath(f"refusing to write {relpath!r} outside status/")
+                current.unlink()
+                self._git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", relative)
         return current / relpath.rsplit("/", 1)[-1]
 
     def _commit(self, message: str) -> str:
@@ -668,7 +693,9 @@ class Workspace:
             f"{self._remote_ref}..{commit}",
             "--",
         )
-        outside = sorted(p for p in _split_z(out) if not p.startswith(f"{STATUS_DIR}/"))
+        outside = sorted(
+            p for p in _split_z(out) if p != STATUS_DIR and not p.startswith(f"{STATUS_DIR}/")
+        )
         if outside:
             shown = ", ".join(outside[:5]) + (" ..." if len(outside) > 5 else "")
             raise UnsafeStatusPath(

@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from controller.platform.errors import ERROR_TYPES
 from controller.platform.protocol import ReleaseSnapshot, Stage, canonical_json
 
 API_VERSION = "relctl/v1"
@@ -251,6 +252,14 @@ class Reason(StrEnum):
     PLATFORM_REFUSED = "PlatformRefused"  # a permanent platform error on the last action
     INVALID = "Invalid"
     FORBIDDEN = "Forbidden"
+    #: Main's history no longer contains the commit the controller last acted on.
+    HISTORY_DIVERGED = "HistoryDiverged"
+    #: The status records a platform release id that the platform does not know.
+    PLATFORM_MISMATCH = "PlatformMismatch"
+    #: relctl itself failed on this release (a bug); retried on the next pass.
+    INTERNAL_ERROR = "InternalError"
+    # events only
+    STATUS_EDITED = "StatusEdited"
 
 
 @dataclass(frozen=True)
@@ -298,6 +307,13 @@ class ErrorRecord:
     action: str
     attempts: int
     time: datetime
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the platform refused (needs a change or a person), as opposed to a
+        failure that a retry may get past (transient, rate limited, unknown outcome)."""
+        kind = ERROR_TYPES.get(self.code)
+        return kind is None or not kind.retryable
 
 
 @dataclass(frozen=True)
@@ -419,3 +435,14 @@ class Plan:
     reason: Reason
     message: str
     step: Step | None = None
+
+
+#: Values from the repository or the platform quoted into messages are cut to this length.
+QUOTE_LIMIT = 120
+
+
+def cut(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"

@@ -48,8 +48,6 @@ from typing import Any
 from controller.model import (
     Action,
     CompatibilitySummary,
-    ConditionStatus,
-    ConditionType,
     Observed,
     Outcome,
     Phase,
@@ -725,13 +723,8 @@ def _hold_for_backoff(ctx: _Pass, plan: Plan) -> Plan:
         return plan
     error = status.last_error
     after = ctx.at(status.next_retry)
-    stalled = status.condition(ConditionType.STALLED)
-    if (
-        stalled is not None
-        and stalled.status is ConditionStatus.TRUE
-        and stalled.reason == Reason.PLATFORM_REFUSED
-    ):
-        words = f" ({error.code}): {error.message}" if error else ""
+    if error is not None and error.permanent:
+        words = f" ({error.code}): {error.message}"
         return ctx.plan(
             Outcome.STALLED,
             Reason.PLATFORM_REFUSED,

@@ -14,19 +14,26 @@ Called by ``controller.daemon`` (scheduled passes) and ``controller.cli``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
-from controller.access import AccessLog, Denial
-from controller.act import ActResult, act, record_error
+from controller.access import AccessLog
+from controller.act import ActResult, act
 from controller.gitops import PushResult, Workspace
-from controller.manifests import CONFIG_FILE, LoadResult, Problem, Severity, load_repository
+from controller.manifests import (
+    CONFIG_FILE,
+    RELEASES_DIR,
+    LoadResult,
+    Problem,
+    Severity,
+    load_repository,
+)
 from controller.model import (
     Action,
-    CompatibilitySummary,
-    Condition,
     ConditionStatus,
     ConditionType,
     Event,
@@ -36,25 +43,38 @@ from controller.model import (
     Plan,
     Reason,
     Release,
-    ReviewSummary,
     Status,
     Validation,
+    cut,
 )
-from controller.plan import decide, derive_phase
+from controller.plan import decide
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import CompatibilityStatus, Platform, ReleaseSnapshot, Stage
+from controller.platform.protocol import Platform
+from controller.repofiles import EntryKind, RepoFiles, Unreadable, WorkTree, check_path
+from controller.state import ControllerState
 from controller.status import (
+    STATUS_DIR,
+    STATUS_SIZE_LIMIT,
     append_event,
+    build_status,
+    forbidden_status,
+    held_status,
+    invalid_status,
+    observation_due,
+    observation_failed,
     parse_status,
-    remove_condition,
+    platform_mismatch,
     render_status,
-    set_condition,
 )
 
 log = logging.getLogger("relctl")
 
 #: Reported to the caller after each release (``relctl run`` prints progress with it).
 ProgressCallback = Callable[["ReleaseResult"], None]
+#: Asked before an irreversible step; raises :class:`MainMoved` when main moved.
+IntentCheck = Callable[[], None]
+#: Asked before each release: why the pass must stop now (deadline, SIGTERM), or None.
+StopCheck = Callable[[], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,17 @@ class ReleaseResult:
     rendered: bytes = b""
     changed: bool = False
 
+    @property
+    def healthy(self) -> bool:
+        """Not Invalid, Forbidden or Stalled, and no failed step in this pass."""
+        stalled = self.status.condition(ConditionType.STALLED)
+        return (
+            not self.status.errors
+            and not (stalled is not None and stalled.status is ConditionStatus.TRUE)
+            and not (self.result is not None and self.result.error is not None)
+            and not (self.plan is not None and self.plan.outcome is Outcome.STALLED)
+        )
+
 
 @dataclass(frozen=True)
 class PassResult:
@@ -81,10 +112,28 @@ class PassResult:
     problems: tuple[Problem, ...] = ()
     pushed: PushResult | None = None
     removed: tuple[str, ...] = field(default_factory=tuple)
+    #: Status files a person had edited, restored by this pass.
+    edited: tuple[str, ...] = ()
+    #: Why the pass stopped before every release (main moved, deadline), or None.
+    cut_short: str | None = None
 
     @property
     def changed(self) -> tuple[ReleaseResult, ...]:
         return tuple(r for r in self.releases if r.changed)
+
+    @property
+    def unhealthy(self) -> tuple[ReleaseResult, ...]:
+        """Releases that need attention: invalid, forbidden, stalled, or failing a step."""
+        return tuple(r for r in self.releases if not r.healthy)
+
+    @property
+    def healthy(self) -> bool:
+        """Exit 0 material: every release healthy, no error in the repository, not cut short."""
+        return (
+            not self.unhealthy
+            and all(p.severity is Severity.WARNING for p in self.problems)
+            and self.cut_short is None
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,35 +165,45 @@ def reconcile_release(
     now: datetime,
     *,
     dry_run: bool = False,
+    intent: IntentCheck | None = None,
 ) -> ReleaseResult:
-    """Observe, decide, (act,) and build the new status of one release. Never raises."""
+    """One release, as a straight line: observe -> decide -> act -> re-observe -> status.
+
+    ``previous`` is the controller's own memory of the release. ``intent`` is asked before an
+    irreversible step and raises :class:`MainMoved` when main is no longer ``commit``.
+    Never raises anything else for the platform's sake: a failure is recorded on the release.
+    """
+    if not observation_due(release, previous, now):
+        assert previous is not None
+        return ReleaseResult(key=release.key, status=previous)
     try:
         observed = observe(platform, release)
     except PlatformError as error:
-        status = _observation_failed(release, previous, commit, error, now)
+        status = observation_failed(release, previous, commit, error, now)
         return _result(release.key, previous, status)
-
+    mismatch = platform_mismatch(release, previous, observed)
+    if mismatch is not None:
+        status = held_status(
+            release.key, release.spec.version, previous, commit, now,
+            reason=str(Reason.PLATFORM_MISMATCH), message=mismatch,
+        )  # fmt: skip
+        return _result(release.key, previous, status)
     plan = decide(release, previous, observed, now)
     result: ActResult | None = None
     after = observed
     if plan.step is not None and not dry_run:
+        if intent is not None and plan.step.action in IRREVERSIBLE:
+            intent()
         result = act(platform, release, plan.step)
         # Also after a failure: an Unknown result may have taken effect.
         after = _reobserve(platform, release, observed, result)
-    status = next_status(release, previous, plan, result, after, commit, now)
+    status = build_status(release, previous, plan, result, after, commit, now)
     if result is not None and result.ok:
-        # Say what is true after the step and what comes next, not what was just done.
-        following = decide(release, status, after, now)
-        status = replace(
-            status,
-            conditions=_conditions(
-                status.conditions,
-                following.outcome,
-                str(following.reason),
-                following.message,
-                now,
-            ),
-        )
+        # What the observation after the step means: the conditions say what comes next.
+        status = build_status(
+            release, previous, plan, result, after, commit, now,
+            after=decide(release, status, after, now),
+        )  # fmt: skip
     return _result(release.key, previous, status, plan, result)
 
 
@@ -171,237 +230,6 @@ def _result(
     if previous is None or previous.phase != status.phase:
         transition = f"{previous.phase if previous else 'New'} -> {status.phase}"
     return ReleaseResult(key=key, status=status, plan=plan, result=result, transition=transition)
-
-
-def next_status(
-    release: Release,
-    previous: Status | None,
-    plan: Plan,
-    result: ActResult | None,
-    observed: Observed,
-    commit: str,
-    now: datetime,
-) -> Status:
-    """The status to write after deciding (and acting) for one release."""
-    snapshot = observed.release
-    base = _carry_over(release, previous, commit)
-    history = base.history
-    conditions = base.conditions
-
-    stage = snapshot.stage if snapshot else None
-    # What the controller did.
-    last_error, next_retry = base.last_error, base.next_retry
-    applied_spec_hash = base.applied_spec_hash
-    outcome, reason, message = plan.outcome, str(plan.reason), plan.message
-    if result is not None and result.ok:
-        last_error, next_retry = None, None
-        history = append_event(history, Event(now, str(plan.reason), result.step.describe()))
-        if result.step.action is Action.APPLY:
-            applied_spec_hash = release.spec_hash
-    elif result is not None and result.error is not None:
-        last_error, next_retry = record_error(
-            result, previous.last_error if previous else None, now
-        )
-        message = f"{result.step.describe()} failed ({result.error.code}): {result.error}"
-        if result.permanent:
-            outcome, reason = Outcome.STALLED, str(Reason.PLATFORM_REFUSED)
-        else:
-            outcome, reason = Outcome.WAITING, str(Reason.RETRY_BACKOFF)
-        history = append_event(history, Event(now, result.error.code, message))
-    elif plan.reason not in (Reason.RETRY_BACKOFF, Reason.PLATFORM_REFUSED):
-        # Nothing attempted and no hold on an earlier failure: any old error is history.
-        last_error, next_retry = None, None
-    # What the platform shows now (after the step that may have caused it).
-    if snapshot is not None and (previous is None or previous.stage != stage):
-        history = append_event(
-            history, Event(now, _stage_reason(snapshot), _stage_message(release, snapshot))
-        )
-    if plan.outcome is Outcome.STALLED:
-        history = append_event(history, Event(now, str(plan.reason), plan.message))
-    if applied_spec_hash is None and stage is not None and snapshot and snapshot.review:
-        applied_spec_hash = release.spec_hash  # applied before a crash lost the record
-
-    conditions = _conditions(conditions, outcome, reason, message, now)
-    return Status(
-        mini_program=release.mini_program,
-        target_app=release.target_app,
-        version=release.spec.version,
-        observed_commit=base.observed_commit,
-        spec_hash=release.spec_hash,
-        phase=derive_phase(release, snapshot),
-        release_id=snapshot.release_id if snapshot else None,
-        stage=stage,
-        grayscale=snapshot.grayscale if snapshot else 0,
-        conditions=conditions,
-        compatibility=_compatibility(release, previous, snapshot),
-        review=ReviewSummary(snapshot.review.decision.value, snapshot.review.reason)
-        if snapshot and snapshot.review
-        else None,
-        testers=len(snapshot.testers) if snapshot else 0,
-        qr_code=snapshot.qr_code.url if snapshot and snapshot.qr_code else None,
-        applied_spec_hash=applied_spec_hash,
-        last_error=last_error,
-        next_retry=next_retry,
-        errors=(),
-        history=history,
-    )
-
-
-def _carry_over(release: Release, previous: Status | None, commit: str) -> Status:
-    """The previous status of the same version, or a fresh one (a new version starts over)."""
-    if previous is not None and previous.version == release.spec.version:
-        observed_commit = (
-            previous.observed_commit if previous.spec_hash == release.spec_hash else commit
-        )
-        return replace(previous, observed_commit=observed_commit)
-    history = previous.history if previous is not None else ()
-    return Status(
-        mini_program=release.mini_program,
-        target_app=release.target_app,
-        version=release.spec.version,
-        observed_commit=commit,
-        spec_hash=release.spec_hash,
-        phase=Phase.PENDING,
-        history=history,
-    )
-
-
-def _conditions(
-    conditions: tuple[Condition, ...], outcome: Outcome, reason: str, message: str, now: datetime
-) -> tuple[Condition, ...]:
-    if outcome is Outcome.DONE:
-        conditions = set_condition(
-            conditions, ConditionType.READY, ConditionStatus.TRUE, reason, message, now
-        )
-        conditions = remove_condition(conditions, ConditionType.RECONCILING)
-        return remove_condition(conditions, ConditionType.STALLED)
-    conditions = set_condition(
-        conditions, ConditionType.READY, ConditionStatus.FALSE, reason, message, now
-    )
-    if outcome is Outcome.STALLED:
-        conditions = remove_condition(conditions, ConditionType.RECONCILING)
-        return set_condition(
-            conditions, ConditionType.STALLED, ConditionStatus.TRUE, reason, message, now
-        )
-    conditions = remove_condition(conditions, ConditionType.STALLED)
-    return set_condition(
-        conditions, ConditionType.RECONCILING, ConditionStatus.TRUE, reason, message, now
-    )
-
-
-def _compatibility(
-    release: Release, previous: Status | None, snapshot: ReleaseSnapshot | None
-) -> CompatibilitySummary | None:
-    report = snapshot.compatibility if snapshot else None
-    before = previous.compatibility if previous else None
-    if report is None:
-        return before if previous and previous.version == release.spec.version else None
-    retest = (
-        before.retest
-        if before is not None and before.report_id == report.report_id
-        else release.spec.compatibility.retest
-    )
-    passed = sum(1 for case in report.cases if case.passed)
-    finished = report.status is CompatibilityStatus.FINISHED
-    return CompatibilitySummary(
-        report_id=report.report_id,
-        pass_rate=report.pass_rate if finished else 0.0,
-        passed=passed if finished else 0,
-        failed=len(report.cases) - passed if finished else 0,
-        configuration_digest=report.configuration_digest,
-        retest=retest,
-    )
-
-
-def _stage_reason(snapshot: ReleaseSnapshot) -> str:
-    return "".join(part.capitalize() for part in snapshot.stage.value.split("_"))
-
-
-def _stage_message(release: Release, snapshot: ReleaseSnapshot) -> str:
-    stage = snapshot.stage.value.lower().replace("_", " ")
-    words = f"{release.spec.version} on {release.target_app}: {stage}"
-    if snapshot.stage is Stage.REJECTED and snapshot.review is not None:
-        return f"{words}: {snapshot.review.reason}"
-    if snapshot.stage is Stage.GRAYSCALE:
-        return f"{words} {snapshot.grayscale}%"
-    return words
-
-
-def _observation_failed(
-    release: Release,
-    previous: Status | None,
-    commit: str,
-    error: PlatformError,
-    now: datetime,
-) -> Status:
-    base = _carry_over(release, previous, commit)
-    message = f"cannot observe the platform ({error.code}): {error}"
-    return replace(
-        base,
-        spec_hash=release.spec_hash,
-        conditions=_conditions(
-            base.conditions, Outcome.WAITING, str(Reason.RETRY_BACKOFF), message, now
-        ),
-    )
-
-
-def invalid_status(
-    key: str, problems: Iterable[Problem], previous: Status | None, commit: str, now: datetime
-) -> Status:
-    """``Invalid``: every located error; nothing else happens to the release."""
-    mini_program, target_app = key.split("/", 1)
-    errors = tuple(
-        Validation(p.file, p.line, p.column, p.path, p.message, p.code, p.hint)
-        for p in problems
-        if p.severity == "error"
-    )
-    message = f"{len(errors)} error(s) in the manifest; first: " + (
-        f"{errors[0].file}:{errors[0].line}:{errors[0].column}: {errors[0].message}"
-        if errors
-        else "unknown"
-    )
-    base = previous or Status(
-        mini_program=mini_program,
-        target_app=target_app,
-        version="",
-        observed_commit=commit,
-        spec_hash="",
-        phase=Phase.INVALID,
-    )
-    conditions = _conditions(base.conditions, Outcome.STALLED, str(Reason.INVALID), message, now)
-    history = append_event(base.history, Event(now, str(Reason.INVALID), message))
-    return replace(
-        base,
-        phase=Phase.INVALID,
-        observed_commit=commit if base.errors != errors else base.observed_commit,
-        conditions=conditions,
-        errors=errors,
-        history=history,
-    )
-
-
-def forbidden_status(
-    release: Release, denial: Denial, previous: Status | None, commit: str, now: datetime
-) -> Status:
-    """``Forbidden``: the manifest's current revision was changed by someone without the
-    right to; the platform is not touched.
-
-    Everything the controller last observed is kept as it was, including the spec hash and
-    observed commit of the last revision it acted on, so the status keeps telling what the
-    platform has while saying why the newer intent is refused.
-    """
-    base = previous or Status(
-        mini_program=release.mini_program,
-        target_app=release.target_app,
-        version=release.spec.version,
-        observed_commit=commit,
-        spec_hash="",
-        phase=Phase.FORBIDDEN,
-    )
-    message = denial.message
-    conditions = _conditions(base.conditions, Outcome.STALLED, str(Reason.FORBIDDEN), message, now)
-    history = append_event(base.history, Event(now, str(Reason.FORBIDDEN), message))
-    return replace(base, phase=Phase.FORBIDDEN, conditions=conditions, history=history)
 
 
 def authorization_since(previous: Status | None) -> str | None:
@@ -443,25 +271,35 @@ class PassCache:
 
 
 def read_previous(
-    root: Path, cache: PassCache | None = None
+    files: RepoFiles | Path, cache: PassCache | None = None
 ) -> dict[str, tuple[Status | None, bytes]]:
-    """The status files in the repository, by release key: (parsed, raw bytes).
+    """The status files in a repository, by release key: (parsed, raw bytes).
 
-    With a cache, a file whose bytes did not change since the last pass is not parsed again.
+    Read through :class:`RepoFiles`: a link, submodule or oversized file under ``status/`` is
+    skipped (the controller writes a regular file in its place), and so is anything that is
+    not ``status/<mini-program>/<target-app>.yaml``. With a cache, a file whose bytes did not
+    change since the last pass is not parsed again.
     """
+    if isinstance(files, Path):
+        files = WorkTree(files)
     found: dict[str, tuple[Status | None, bytes]] = {}
-    status_dir = root / "status"
-    if not status_dir.is_dir():
-        return found
     known = cache.statuses if cache is not None else {}
-    for path in sorted(status_dir.glob("*/*.yaml")):
-        data = path.read_bytes()
-        key = f"{path.parent.name}/{path.stem}"
-        cached = known.get(key)
-        if cached is not None and cached[0] == data:
-            found[key] = (cached[1], data)
+    for folder in files.children(STATUS_DIR):
+        if folder.kind is not EntryKind.DIRECTORY or check_path(folder.path) is not None:
             continue
-        found[key] = (parse_status(data, file=path.relative_to(root).as_posix()), data)
+        for entry in files.children(folder.path):
+            if not entry.name.endswith(".yaml") or check_path(entry.path) is not None:
+                continue
+            try:
+                data = files.read(entry.path, STATUS_SIZE_LIMIT)
+            except Unreadable:
+                continue
+            key = f"{folder.name}/{entry.name[: -len('.yaml')]}"
+            cached = known.get(key)
+            if cached is not None and cached[0] == data:
+                found[key] = (cached[1], data)
+            else:
+                found[key] = (parse_status(data, file=entry.path), data)
     return found
 
 
@@ -476,121 +314,242 @@ def _settled(release: Release, before: Status | None, cache: PassCache, now: dat
     return seen is not None and now - seen < cache.resync
 
 
+def _untrusted(status: Status | None) -> Status | None:
+    """A status file from the repository, kept for what people read (history, conditions)
+    and stripped of everything the controller would rely on: it was not the controller's
+    own record, so a person may have written any of it."""
+    if status is None:
+        return None
+    return replace(
+        status,
+        spec_hash="",
+        applied_spec_hash=None,
+        compatibility=None,
+        last_error=None,
+        next_retry=None,
+    )
+
+
+class Authorizer(Protocol):
+    """Who may change what, as the controller enforces it (``controller.access``)."""
+
+    def config_refusal(self) -> str | None:
+        """Why relctl.yaml at this commit may not be acted on, or None."""
+        ...
+
+    def denial(self, release: Release, previous: Status | None) -> str | None:
+        """Why this release's intent may not be acted on (it becomes Forbidden), or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class RepositoryResult:
+    """What one pass decided for every release, before anything is written to git."""
+
+    releases: list[ReleaseResult]
+    #: Status files to write (None: delete, the manifest is gone).
+    files: dict[str, bytes | None]
+    loaded: LoadResult
+    #: Status files a person edited in the repository (restored in this pass).
+    edited: tuple[str, ...] = ()
+    #: Why the pass stopped early (main moved, deadline), or None.
+    cut_short: str | None = None
+    #: Changes to the controller's memory of statuses (None: forget the release).
+    remember: dict[str, bytes | None] = field(default_factory=dict)
+
+
 def reconcile_repository(
-    root: Path,
+    files: RepoFiles | Path,
     platform: Platform,
     commit: str,
     now: datetime,
     *,
+    memory: Mapping[str, bytes] | None = None,
+    pushed: Mapping[str, bytes] | None = None,
     dry_run: bool = False,
     cache: PassCache | None = None,
     progress: ProgressCallback | None = None,
-    authorize: bool = True,
-) -> tuple[list[ReleaseResult], dict[str, bytes | None], LoadResult]:
-    """Reconcile every release of a checked-out repository.
+    authorizer: Authorizer | None = None,
+    intent: IntentCheck | None = None,
+    stop: StopCheck | None = None,
+) -> RepositoryResult:
+    """Reconcile every release of one revision of a release repository.
 
-    Returns the per-release results, the status files to write (``None`` = delete: the
-    manifest is gone) and the load result. Writes nothing to git; with ``authorize`` it reads
-    the history of ``commit`` (``root`` must then be a git work tree) to enforce access.yaml
-    on every release whose manifest changed since the controller last acted on it.
+    ``memory`` is the controller's own record of every release's status and ``pushed`` the
+    status files it last pushed (``controller.state``): ``decide`` reads only the memory.
+    Without it (``relctl plan``) the status files of the revision are read instead. A status
+    file in the repository that differs from what the controller pushed was edited by a
+    person: it is overwritten, and the edit is recorded in the release's history.
+    ``stop`` is asked before each release: a reason (the pass deadline, SIGTERM) stops
+    starting new ones, and they keep their status for the next pass. ``intent`` is asked
+    before every irreversible step (see :func:`reconcile_release`). Writes nothing.
     """
+    tree = WorkTree(files) if isinstance(files, Path) else files
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
-        loaded = load_repository(root)
+        loaded = _load(tree)
         if cache is not None:
             cache.commit, cache.loaded, cache.access = commit, loaded, None
     if loaded.config is None:
         # Without a valid relctl.yaml no release can be judged: act on nothing and keep every
         # status as it is (an unreadable config must never read as "all releases deleted").
         log.error("relctl.yaml is missing or invalid: no release is reconciled in this pass")
-        return [], {}, loaded
-    access = _AccessCheck(root, commit, cache) if authorize else None
-    refused = access.untrusted_config() if access is not None else None
+        return RepositoryResult([], {}, loaded)
+    refused = authorizer.config_refusal() if authorizer is not None else None
     if refused is not None:
         # Someone other than a master changed the rules every release is judged by: act on
         # nothing and keep every status until a master commits relctl.yaml.
-        log.error("relctl.yaml is not trusted, no release is reconciled: %s", refused.message)
+        log.error("relctl.yaml is not trusted, no release is reconciled: %s", refused)
         problem = Problem(
-            CONFIG_FILE, 1, 1, "", Severity.ERROR, "forbidden", refused.message,
+            CONFIG_FILE, 1, 1, "", Severity.ERROR, "forbidden", refused,
             "a master must commit relctl.yaml (e.g. revert the change, or confirm it)",
         )  # fmt: skip
-        return [], {}, replace(loaded, problems=(*loaded.problems, problem))
-    previous = read_previous(root, cache)
+        return RepositoryResult([], {}, replace(loaded, problems=(*loaded.problems, problem)))
+    in_repo = read_previous(tree, cache)
+    previous = _previous_statuses(in_repo, memory, cache)
+    edited = tuple(
+        sorted(
+            key for key, raw in (pushed or {}).items() if in_repo.get(key, (None, b""))[1] != raw
+        )
+    )
     results: list[ReleaseResult] = []
+    cut_short: str | None = None
+    held: set[str] = set()
     for release in loaded.releases:
-        before, _raw = previous.get(release.key, (None, b""))
-        denial = None
-        if access is not None and (before is None or before.spec_hash != release.spec_hash):
-            denial = access.denial(release, authorization_since(before))
-        if denial is not None:
-            results.append(
-                _result(release.key, before, forbidden_status(release, denial, before, commit, now))
-            )
-        elif cache is not None and before is not None and _settled(release, before, cache, now):
-            results.append(ReleaseResult(key=release.key, status=before))
-        else:
-            results.append(
-                reconcile_release(platform, release, before, commit, now, dry_run=dry_run)
-            )
-            if cache is not None:
-                cache.observed_at[release.key] = now
+        before = previous.get(release.key)
+        if cut_short is None and stop is not None:
+            cut_short = stop()
+        if cut_short is not None:
+            held.add(release.key)
+            continue
+        denial = authorizer.denial(release, before) if authorizer is not None else None
+        try:
+            if denial is not None:
+                item = _result(
+                    release.key, before, forbidden_status(release, denial, before, commit, now)
+                )
+            elif cache is not None and before is not None and _settled(release, before, cache, now):
+                item = ReleaseResult(key=release.key, status=before)
+            else:
+                item = reconcile_release(
+                    platform, release, before, commit, now, dry_run=dry_run, intent=intent
+                )
+                if cache is not None:
+                    cache.observed_at[release.key] = now
+        except MainMoved as moved:
+            cut_short = str(moved)
+            held.add(release.key)
+            continue
+        except Exception as error:  # the error boundary of one release: a bug stalls it alone
+            log.exception("release %s: unexpected error", release.key)
+            item = _result(
+                release.key,
+                before,
+                held_status(
+                    release.key, release.spec.version, before, commit, now,
+                    reason=str(Reason.INTERNAL_ERROR),
+                    message=f"relctl failed on this release ({type(error).__name__}: "
+                    f"{cut(str(error))}); it is retried on the next pass",
+                ),
+            )  # fmt: skip
+        results.append(item)
         if progress is not None:
-            progress(results[-1])
+            progress(item)
+    if cut_short is not None:
+        log.warning(
+            "pass cut short (%s): %d release(s) left for the next pass", cut_short, len(held)
+        )
     for key, problems in sorted(loaded.invalid.items()):
-        before, _raw = previous.get(key, (None, b""))
-        status = invalid_status(key, problems, before, commit, now)
-        results.append(_result(key, before, status))
+        errors = tuple(
+            Validation(p.file, p.line, p.column, p.path, p.message, p.code, p.hint)
+            for p in problems
+            if p.severity == Severity.ERROR
+        )
+        status = invalid_status(key, errors, previous.get(key), commit, now)
+        results.append(_result(key, previous.get(key), status))
         if progress is not None:
             progress(results[-1])
+    results = [_note_edit(item, now) if item.key in edited else item for item in results]
 
-    files: dict[str, bytes | None] = {}
+    to_write: dict[str, bytes | None] = {}
     final: list[ReleaseResult] = []
     for item in results:
-        before, raw = previous.get(item.key, (None, b""))
-        # parse(render(s)) == s, so an equal status renders to the bytes already there.
-        rendered = (
-            raw if before is not None and item.status == before else render_status(item.status)
-        )
+        before = previous.get(item.key)
+        _parsed, raw = in_repo.get(item.key, (None, b""))
+        mine = raw if memory is None else memory.get(item.key, b"")
+        # parse(render(s)) == s, so an equal status renders to the bytes already recorded.
+        same = bool(mine) and before is not None and item.status == before
+        rendered = mine if same else render_status(item.status)
         changed = rendered != raw
         if changed:
-            files[f"status/{item.key}.yaml"] = rendered
+            to_write[f"{STATUS_DIR}/{item.key}.yaml"] = rendered
         final.append(replace(item, rendered=rendered, changed=changed))
-    live = {item.key for item in final}
-    for key in previous:
+    live = {item.key for item in final} | held | _unlisted(loaded, set(in_repo) | set(memory or {}))
+    for key in sorted(set(in_repo) | set(memory or {})):
         if key not in live:
-            files[f"status/{key}.yaml"] = None
+            to_write[f"{STATUS_DIR}/{key}.yaml"] = None
+    remember: dict[str, bytes | None] = {}
+    if memory is not None:
+        remember = {i.key: i.rendered for i in final if memory.get(i.key) != i.rendered}
+        remember.update({key: None for key in memory if key not in live})
     if cache is not None:
         cache.statuses = {item.key: (item.rendered, item.status) for item in final if not dry_run}
         for key in set(cache.observed_at) - live:
             del cache.observed_at[key]
-    return final, files, loaded
+    return RepositoryResult(final, to_write, loaded, edited, cut_short, remember)
 
 
-class _AccessCheck:
-    """access.yaml enforcement for one pass; reads the history only when a release needs it."""
+def _load(tree: RepoFiles) -> LoadResult:
+    if isinstance(tree, WorkTree):
+        return load_repository(tree.root)
+    return load_repository(tree)  # type: ignore[arg-type]
 
-    def __init__(self, root: Path, commit: str, cache: PassCache | None) -> None:
-        self.root, self.commit, self.cache = root, commit or "HEAD", cache
-        self._log: AccessLog | None = cache.access if cache is not None else None
 
-    @property
-    def log(self) -> AccessLog:
-        if self._log is None:
-            self._log = AccessLog(self.root, until=self.commit)
-            if self.cache is not None:
-                self.cache.access = self._log
-        return self._log
+def _previous_statuses(
+    in_repo: Mapping[str, tuple[Status | None, bytes]],
+    memory: Mapping[str, bytes] | None,
+    cache: PassCache | None,
+) -> dict[str, Status]:
+    """What ``decide`` may rely on: the controller's memory when it has one; otherwise (plan,
+    or a release the controller never wrote) the repository's file, stripped of what a
+    person could forge when the controller acts."""
+    found: dict[str, Status] = {}
+    if memory is None:
+        return {key: status for key, (status, _raw) in in_repo.items() if status is not None}
+    known = cache.statuses if cache is not None else {}
+    for key, raw in memory.items():
+        cached = known.get(key)
+        status = cached[1] if cached is not None and cached[0] == raw else None
+        status = status or parse_status(raw, file=f"{STATUS_DIR}/{key}.yaml")
+        if status is not None:
+            found[key] = status
+    for key, (status, _raw) in in_repo.items():
+        adopted = _untrusted(status)
+        if key not in found and adopted is not None:
+            found[key] = adopted
+    return found
 
-    def untrusted_config(self) -> Denial | None:
-        """The refusal of the latest change of relctl.yaml, if a non-master made it."""
-        return self.log.untrusted(CONFIG_FILE) if self.log.enforced else None
 
-    def denial(self, release: Release, since: str | None) -> Denial | None:
-        if not self.log.enforced:
-            return None
-        # The manifest and the tester files it reads: every file the spec comes from.
-        return self.log.authorize(list(release.sources or (release.path,)), since=since)
+def _unlisted(loaded: LoadResult, keys: Iterable[str]) -> set[str]:
+    """Keys under a directory that could not be listed: not deleted, just not seen."""
+    prefixes = tuple(getattr(loaded, "unreadable", ()))
+    if not prefixes:
+        return set()
+    return {
+        key
+        for key in keys
+        if any(f"{RELEASES_DIR}/{key}".startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+    }
+
+
+def _note_edit(item: ReleaseResult, now: datetime) -> ReleaseResult:
+    message = (
+        f"{STATUS_DIR}/{item.key}.yaml was edited in the repository; the controller's record "
+        "is restored (status/ is written by the controller only)"
+    )
+    history = append_event(item.status.history, Event(now, str(Reason.STATUS_EDITED), message))
+    return replace(item, status=replace(item.status, history=history))
 
 
 #: A status commit lists at most this many releases (a pass may change 10,000).
@@ -624,44 +583,153 @@ def commit_message(results: Iterable[ReleaseResult], removed: Iterable[str]) -> 
     return subject + ("\n\n" + "\n".join(lines) if lines else "")
 
 
+class MainMoved(Exception):
+    """Main moved while the pass was acting: stop, and plan again from the new tip."""
+
+
+#: Steps that expose users or testers, or cannot be taken back: main is confirmed unmoved
+#: (one ``ls-remote``) right before each.
+IRREVERSIBLE = frozenset(
+    {
+        Action.APPLY,
+        Action.COMPLETE_TESTING,
+        Action.SET_GRAYSCALE,
+        Action.FULL_RELEASE,
+        Action.CANCEL,
+    }
+)
+
+#: How stale a "main has not moved" answer may be (seconds): one ``ls-remote`` serves the
+#: irreversible steps taken within this window.
+INTENT_WINDOW = 1.0
+
+
+def intent_check(
+    workspace: Workspace, commit: str, clock: Callable[[], float] = time.monotonic
+) -> IntentCheck:
+    """An :data:`IntentCheck` that asks the remote where main is (at most once a window)."""
+    checked_at: list[float] = []
+
+    def check() -> None:
+        if checked_at and clock() - checked_at[0] < INTENT_WINDOW:
+            return
+        tip = workspace.remote_tip()
+        checked_at[:] = [clock()]
+        if tip != commit:
+            raise MainMoved(
+                f"main moved from {commit[:12]} to {(tip or 'nothing')[:12]} while acting; "
+                "planning again from the new tip"
+            )
+
+    return check
+
+
+class _AccessCheck:
+    """access.yaml enforcement for one pass, on the controller's own record of what it last
+    acted on (never on a status file a person could write)."""
+
+    def __init__(self, root: Path, commit: str, cache: PassCache | None) -> None:
+        self.root, self.commit, self.cache = root, commit or "HEAD", cache
+        self._log: AccessLog | None = None
+
+    @property
+    def log(self) -> AccessLog:
+        if self._log is None and self.cache is not None and self.cache.commit == self.commit:
+            self._log = self.cache.access
+        if self._log is None:
+            self._log = AccessLog(self.root, until=self.commit)
+            if self.cache is not None and self.cache.commit == self.commit:
+                self.cache.access = self._log
+        return self._log
+
+    def config_refusal(self) -> str | None:
+        if not self.log.enforced:
+            return None
+        denial = self.log.untrusted(CONFIG_FILE)
+        return denial.message if denial is not None else None
+
+    def denial(self, release: Release, previous: Status | None) -> str | None:
+        if not self.log.enforced:
+            return None
+        if previous is not None and previous.spec_hash == release.spec_hash:
+            return None
+        # The manifest and the tester files it reads: every file the spec comes from.
+        found = self.log.authorize(
+            list(release.sources or (release.path,)), since=authorization_since(previous)
+        )
+        return found.message if found is not None else None
+
+
 def run_pass(
     workspace: Workspace,
     platform: Platform,
     now: Callable[[], datetime],
     *,
+    state: ControllerState,
     skip_ci: bool = False,
     progress: ProgressCallback | None = None,
     cache: PassCache | None = None,
+    stop: StopCheck | None = None,
 ) -> PassResult:
-    """One whole pass: sync, reconcile every release, one status commit, push."""
+    """One whole pass: sync, reconcile every release, one status commit, push.
+
+    The controller's memory (``state``) is the only input about the past: the statuses it
+    knows and the files it pushed. A staged push that a crash interrupted is settled first.
+    """
     commit = workspace.sync()
-    results, files, loaded = reconcile_repository(
-        workspace.root, platform, commit, now(), cache=cache, progress=progress
+    state.settle(lambda staged: workspace.contains(staged, commit))
+    outcome = reconcile_repository(
+        WorkTree(workspace.root),
+        platform,
+        commit,
+        now(),
+        memory=state.statuses(),
+        pushed=state.pushed(),
+        cache=cache,
+        progress=progress,
+        authorizer=_AccessCheck(workspace.root, commit, cache),
+        intent=intent_check(workspace, commit),
+        stop=stop,
     )
-    removed = tuple(
-        sorted(path[len("status/") : -len(".yaml")] for path, data in files.items() if data is None)
-    )
+    # What the controller did is recorded before git is touched: it holds even if the push fails.
+    state.remember(outcome.remember)
+    files = outcome.files
+    removed = tuple(sorted(_key(path) for path, data in files.items() if data is None))
     pushed = None
     if files:
+        by_key = {_key(path): data for path, data in files.items()}
         try:
             pushed = workspace.write_status(
                 files,
-                commit_message(results, removed),
+                commit_message(outcome.releases, removed),
                 observed_commit=commit,
                 skip_ci=skip_ci,
+                before_push=lambda staged: state.stage(staged, by_key),
             )
         except Exception:
+            state.discard()
             if cache is not None:  # what is in git is not what the cache says: start over
                 cache.statuses.clear()
                 cache.observed_at.clear()
             raise
+        if pushed is None:  # the remote already had these bytes
+            state.stage(commit, by_key)
+        state.confirm()
+    for key in outcome.edited:
+        log.warning("status/%s.yaml was edited in the repository: restored", key)
     return PassResult(
         commit=commit,
-        releases=tuple(results),
-        problems=loaded.problems,
+        releases=tuple(outcome.releases),
+        problems=outcome.loaded.problems,
         pushed=pushed,
         removed=removed,
+        edited=outcome.edited,
+        cut_short=outcome.cut_short,
     )
+
+
+def _key(path: str) -> str:
+    return path[len(STATUS_DIR) + 1 : -len(".yaml")]
 
 
 def plan_repository(
@@ -671,12 +739,13 @@ def plan_repository(
 
     access.yaml is enforced as the controller would when ``root`` is a git work tree (on the
     history of its ``HEAD`` when ``commit`` is empty); uncommitted edits are judged as if a
-    member with every right had made them.
+    member with every right had made them. The status files of ``root`` stand in for the
+    controller's memory.
     """
-    results, _files, _loaded = reconcile_repository(
-        root, platform, commit, now, dry_run=True, authorize=is_git_work_tree(root)
-    )
-    return results
+    authorizer = _AccessCheck(root, commit, None) if is_git_work_tree(root) else None
+    return reconcile_repository(
+        root, platform, commit, now, dry_run=True, authorizer=authorizer
+    ).releases
 
 
 def is_git_work_tree(root: Path) -> bool:

@@ -6,11 +6,14 @@ passes lives here, in ``<workdir>/state.db`` (SQLite, one controller per workdir
 
 - the trust ledger (``controller.access.TrustState``): the anchor, the last main commit judged
   and the blobs it authorized;
-- the status of every release *as the controller last pushed it*: ``decide`` reads these, never
-  the files in git. A status file in git that differs from its record here was edited by a
-  person: it is overwritten and the edit is reported.
+- the status of every release as the controller knows it (:meth:`ControllerState.statuses`,
+  recorded after every pass by :meth:`ControllerState.remember`, pushed or not): ``decide``
+  reads these, never the files in git;
+- the status files as the controller last pushed them (:meth:`ControllerState.pushed`). A
+  status file in git that differs from that record was edited by a person: it is
+  overwritten and the edit is reported.
 
-Statuses are recorded in two steps so that a crash between the push and the record loses
+Pushed files are recorded in two steps so that a crash between the push and the record loses
 nothing and invents nothing: :meth:`ControllerState.stage` records the files of a status
 commit before it is pushed, :meth:`ControllerState.confirm` after the push; on the next start
 :meth:`ControllerState.settle` keeps a staged batch only if its commit reached main.
@@ -38,6 +41,7 @@ _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pushed (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, data BLOB, commit_sha TEXT NOT NULL);
 """
 
@@ -69,7 +73,10 @@ class ControllerState:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            # The daemon runs passes on a scheduler thread, one at a time (Controller._lock).
+            db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=10, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
@@ -145,11 +152,29 @@ class ControllerState:
                     (name, json.dumps(value, sort_keys=True, separators=(",", ":"))),
                 )
 
-    # -- statuses the controller pushed ----------------------------------------------------
+    # -- statuses: what the controller knows, and what it pushed -----------------------------
 
     def statuses(self) -> dict[str, bytes]:
-        """The status files as the controller last pushed them, by release key."""
+        """Every release's status as the controller last computed it, by release key."""
         return {key: bytes(data) for key, data in self._query("SELECT key, data FROM status")}
+
+    def remember(self, changes: Mapping[str, bytes | None]) -> None:
+        """Record what the controller now knows of these releases (None: forget one)."""
+        if not changes:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "DELETE FROM status WHERE key = ?",
+                ((key,) for key, data in changes.items() if data is None),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO status VALUES (?, ?)",
+                ((key, data) for key, data in changes.items() if data is not None),
+            )
+
+    def pushed(self) -> dict[str, bytes]:
+        """The status files as the controller last pushed them, by release key."""
+        return {key: bytes(data) for key, data in self._query("SELECT key, data FROM pushed")}
 
     def stage(self, commit: str, files: Mapping[str, bytes | None]) -> None:
         """Record the status files of ``commit`` before it is pushed (None: deleted)."""
@@ -161,7 +186,7 @@ class ControllerState:
             )
 
     def confirm(self) -> None:
-        """The staged commit was pushed: its files are now what the controller wrote."""
+        """The staged commit was pushed: its files are now what the controller pushed."""
         with self._transaction() as conn:
             self._apply_pending(conn)
 
@@ -184,6 +209,6 @@ class ControllerState:
 
     @staticmethod
     def _apply_pending(conn: sqlite3.Connection) -> None:
-        conn.execute("DELETE FROM status WHERE key IN (SELECT key FROM pending)")
-        conn.execute("INSERT INTO status SELECT key, data FROM pending WHERE data IS NOT NULL")
+        conn.execute("DELETE FROM pushed WHERE key IN (SELECT key FROM pending)")
+        conn.execute("INSERT INTO pushed SELECT key, data FROM pending WHERE data IS NOT NULL")
         conn.execute("DELETE FROM pending")

@@ -24,26 +24,37 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypedDict, TypeVar
 
 import yaml
 
+from controller.act import OBSERVE, ActResult, record_error, record_observation_error
 from controller.model import (
     API_VERSION,
+    Action,
     CompatibilitySummary,
     Condition,
     ConditionStatus,
     ConditionType,
     ErrorRecord,
     Event,
+    Observed,
+    Outcome,
     Phase,
+    Plan,
+    Reason,
+    Release,
     ReviewSummary,
     Status,
     Validation,
+    cut,
 )
-from controller.platform.protocol import Stage
+from controller.plan import derive_phase
+from controller.platform.errors import PlatformError
+from controller.platform.protocol import CompatibilityStatus, ReleaseSnapshot, Stage
 
 try:  # PyYAML wheels ship libyaml; the pure-Python classes are the same dialect, only slower.
     from yaml import CSafeDumper as _SafeDumper
@@ -60,6 +71,10 @@ HEADER: Final = "# Written by the relctl controller. Do not edit: changes are ov
 HISTORY_LIMIT: Final = 20
 #: Directory of the status files in a release repository.
 STATUS_DIR: Final = "status"
+#: A status file larger than this is not read (a person's 30 MB "status" is ignored and
+#: overwritten). The controller's own files stay far below: history is bounded, and values
+#: quoted into messages are cut.
+STATUS_SIZE_LIMIT: Final = 256 * 1024
 
 _CONDITION_ORDER: Final = {type_: index for index, type_ in enumerate(ConditionType)}
 
@@ -160,6 +175,317 @@ def append_event(
         return history[-limit:]
     normalized = Event(time=utc_seconds(event.time), reason=event.reason, message=event.message)
     return (*history, normalized)[-limit:]
+
+
+# --------------------------------------------------------------------------------------------
+# Building a release's status (pure): release, memory, plan, outcome, observation -> Status
+# --------------------------------------------------------------------------------------------
+
+
+def build_status(
+    release: Release,
+    previous: Status | None,
+    plan: Plan,
+    result: ActResult | None,
+    observed: Observed,
+    commit: str,
+    now: datetime,
+    *,
+    after: Plan | None = None,
+) -> Status:
+    """The status of one release after a pass: a pure function of its inputs.
+
+    ``previous`` is the controller's own memory of the release (the status it last wrote),
+    ``plan`` what ``decide`` chose, ``result`` what ``act`` did with its step (None: no step
+    taken), ``observed`` the platform after the step. ``after`` is ``decide``'s reading of
+    that observation (what comes next), given when a step succeeded: the conditions say
+    what is true after the step, not what was just done. Conditions are computed here and
+    only here.
+    """
+    snapshot = observed.release
+    base = carry_over(release, previous, commit)
+    history = base.history
+    conditions = base.conditions
+
+    stage = snapshot.stage if snapshot else None
+    # What the controller did.
+    last_error, next_retry = base.last_error, base.next_retry
+    applied_spec_hash = base.applied_spec_hash
+    outcome, reason, message = plan.outcome, str(plan.reason), plan.message
+    if result is not None and result.ok:
+        last_error, next_retry = None, None
+        history = append_event(history, Event(now, str(plan.reason), result.step.describe()))
+        if result.step.action is Action.APPLY:
+            applied_spec_hash = release.spec_hash
+    elif result is not None and result.error is not None:
+        last_error, next_retry = record_error(
+            result, previous.last_error if previous else None, now
+        )
+        message = f"{result.step.describe()} failed ({result.error.code}): {result.error}"
+        if result.permanent:
+            outcome, reason = Outcome.STALLED, str(Reason.PLATFORM_REFUSED)
+        else:
+            outcome, reason = Outcome.WAITING, str(Reason.RETRY_BACKOFF)
+        history = append_event(history, Event(now, result.error.code, message))
+    elif plan.reason not in (Reason.RETRY_BACKOFF, Reason.PLATFORM_REFUSED):
+        # Nothing attempted and no hold on an earlier failure: any old error is history.
+        last_error, next_retry = None, None
+    # What the platform shows now (after the step that may have caused it).
+    if snapshot is not None and (previous is None or previous.stage != stage):
+        history = append_event(
+            history, Event(now, _stage_reason(snapshot), _stage_message(release, snapshot))
+        )
+    if plan.outcome is Outcome.STALLED:
+        history = append_event(history, Event(now, str(plan.reason), plan.message))
+    if applied_spec_hash is None and stage is not None and snapshot and snapshot.review:
+        applied_spec_hash = release.spec_hash  # applied before a crash lost the record
+
+    if after is not None and result is not None and result.ok:
+        outcome, reason, message = after.outcome, str(after.reason), after.message
+    conditions = conditions_for(conditions, outcome, reason, message, now)
+    return Status(
+        mini_program=release.mini_program,
+        target_app=release.target_app,
+        version=release.spec.version,
+        observed_commit=base.observed_commit,
+        spec_hash=release.spec_hash,
+        phase=derive_phase(release, snapshot),
+        release_id=snapshot.release_id if snapshot else None,
+        stage=stage,
+        grayscale=snapshot.grayscale if snapshot else 0,
+        conditions=conditions,
+        compatibility=_compatibility(release, previous, snapshot),
+        review=ReviewSummary(snapshot.review.decision.value, snapshot.review.reason)
+        if snapshot and snapshot.review
+        else None,
+        testers=len(snapshot.testers) if snapshot else 0,
+        qr_code=snapshot.qr_code.url if snapshot and snapshot.qr_code else None,
+        applied_spec_hash=applied_spec_hash,
+        last_error=last_error,
+        next_retry=next_retry,
+        errors=(),
+        history=history,
+    )
+
+
+def carry_over(release: Release, previous: Status | None, commit: str) -> Status:
+    """The previous status of the same version, or a fresh one (a new version starts over)."""
+    if previous is not None and previous.version == release.spec.version:
+        observed_commit = (
+            previous.observed_commit if previous.spec_hash == release.spec_hash else commit
+        )
+        return replace(previous, observed_commit=observed_commit)
+    history = previous.history if previous is not None else ()
+    return Status(
+        mini_program=release.mini_program,
+        target_app=release.target_app,
+        version=release.spec.version,
+        observed_commit=commit,
+        spec_hash=release.spec_hash,
+        phase=Phase.PENDING,
+        history=history,
+    )
+
+
+def conditions_for(
+    conditions: tuple[Condition, ...], outcome: Outcome, reason: str, message: str, now: datetime
+) -> tuple[Condition, ...]:
+    """Ready / Reconciling / Stalled for an outcome (Flux style: done = Ready, waiting =
+    Reconciling, needs a person = Stalled); transition times move only on real changes."""
+    if outcome is Outcome.DONE:
+        conditions = set_condition(
+            conditions, ConditionType.READY, ConditionStatus.TRUE, reason, message, now
+        )
+        conditions = remove_condition(conditions, ConditionType.RECONCILING)
+        return remove_condition(conditions, ConditionType.STALLED)
+    conditions = set_condition(
+        conditions, ConditionType.READY, ConditionStatus.FALSE, reason, message, now
+    )
+    if outcome is Outcome.STALLED:
+        conditions = remove_condition(conditions, ConditionType.RECONCILING)
+        return set_condition(
+            conditions, ConditionType.STALLED, ConditionStatus.TRUE, reason, message, now
+        )
+    conditions = remove_condition(conditions, ConditionType.STALLED)
+    return set_condition(
+        conditions, ConditionType.RECONCILING, ConditionStatus.TRUE, reason, message, now
+    )
+
+
+def _compatibility(
+    release: Release, previous: Status | None, snapshot: ReleaseSnapshot | None
+) -> CompatibilitySummary | None:
+    report = snapshot.compatibility if snapshot else None
+    before = previous.compatibility if previous else None
+    if report is None:
+        return before if previous and previous.version == release.spec.version else None
+    retest = (
+        before.retest
+        if before is not None and before.report_id == report.report_id
+        else release.spec.compatibility.retest
+    )
+    passed = sum(1 for case in report.cases if case.passed)
+    finished = report.status is CompatibilityStatus.FINISHED
+    return CompatibilitySummary(
+        report_id=report.report_id,
+        pass_rate=report.pass_rate if finished else 0.0,
+        passed=passed if finished else 0,
+        failed=len(report.cases) - passed if finished else 0,
+        configuration_digest=report.configuration_digest,
+        retest=retest,
+    )
+
+
+def _stage_reason(snapshot: ReleaseSnapshot) -> str:
+    return "".join(part.capitalize() for part in snapshot.stage.value.split("_"))
+
+
+def _stage_message(release: Release, snapshot: ReleaseSnapshot) -> str:
+    stage = snapshot.stage.value.lower().replace("_", " ")
+    words = f"{release.spec.version} on {release.target_app}: {stage}"
+    if snapshot.stage is Stage.REJECTED and snapshot.review is not None:
+        return f"{words}: {snapshot.review.reason}"
+    if snapshot.stage is Stage.GRAYSCALE:
+        return f"{words} {snapshot.grayscale}%"
+    return words
+
+
+def observation_failed(
+    release: Release,
+    previous: Status | None,
+    commit: str,
+    error: PlatformError,
+    now: datetime,
+) -> Status:
+    """Observing failed: nothing was decided; keep what is known, say why and when the
+    platform is asked again (the release is not observed before ``next_retry``)."""
+    base = carry_over(release, previous, commit)
+    last_error, next_retry = record_observation_error(error, base.last_error, release.key, now)
+    message = (
+        f"cannot observe the platform ({error.code}): {cut(str(error))}; "
+        f"asking again after {format_time(next_retry)}"
+    )
+    return replace(
+        base,
+        spec_hash=release.spec_hash,
+        last_error=last_error,
+        next_retry=next_retry,
+        conditions=conditions_for(
+            base.conditions, Outcome.WAITING, str(Reason.RETRY_BACKOFF), message, now
+        ),
+    )
+
+
+def platform_mismatch(release: Release, previous: Status | None, observed: Observed) -> str | None:
+    """Why the platform contradicts the controller's own record, or None.
+
+    The controller recorded a platform release of this version, but the platform knows no
+    release of it: the adapter points at another platform (a typo in ``--platform``, a new
+    database) or the platform lost it. Creating a new release would be a guess; a person
+    must look.
+    """
+    if previous is None or previous.release_id is None or observed.release is not None:
+        return None
+    if previous.version != release.spec.version:
+        return None
+    return (
+        f"the controller recorded platform release {previous.release_id} of "
+        f"{release.spec.version} on {release.target_app}, but the platform does not know it; "
+        "check --platform (is it the platform the controller used before?)"
+    )
+
+
+def observation_due(release: Release, previous: Status | None, now: datetime) -> bool:
+    """False while a failed observation of the same spec waits for its retry time."""
+    if previous is None or previous.next_retry is None or previous.last_error is None:
+        return True
+    if previous.last_error.action != OBSERVE or previous.spec_hash != release.spec_hash:
+        return True
+    return now >= previous.next_retry
+
+
+def invalid_status(
+    key: str,
+    errors: tuple[Validation, ...],
+    previous: Status | None,
+    commit: str,
+    now: datetime,
+) -> Status:
+    """``Invalid``: every located error; nothing else happens to the release."""
+    mini_program, target_app = key.split("/", 1)
+    message = f"{len(errors)} error(s) in the manifest; first: " + (
+        f"{errors[0].file}:{errors[0].line}:{errors[0].column}: {errors[0].message}"
+        if errors
+        else "unknown"
+    )
+    base = previous or Status(
+        mini_program=mini_program,
+        target_app=target_app,
+        version="",
+        observed_commit=commit,
+        spec_hash="",
+        phase=Phase.INVALID,
+    )
+    conditions = conditions_for(base.conditions, Outcome.STALLED, str(Reason.INVALID), message, now)
+    history = append_event(base.history, Event(now, str(Reason.INVALID), message))
+    return replace(
+        base,
+        phase=Phase.INVALID,
+        observed_commit=commit if base.errors != errors else base.observed_commit,
+        conditions=conditions,
+        errors=errors,
+        history=history,
+    )
+
+
+def held_status(
+    key: str,
+    version: str,
+    previous: Status | None,
+    commit: str,
+    now: datetime,
+    *,
+    reason: str,
+    message: str,
+    phase: Phase | None = None,
+) -> Status:
+    """A release the controller holds without touching the platform (Forbidden, main's
+    history diverged, the platform does not know its release...).
+
+    Everything the controller last observed is kept as it was, including the spec hash and
+    observed commit of the last revision it acted on, so the status keeps telling what the
+    platform has while a Stalled condition says why nothing is done. ``phase`` replaces the
+    phase (``Forbidden``); None keeps it.
+    """
+    mini_program, target_app = key.split("/", 1)
+    base = previous or Status(
+        mini_program=mini_program,
+        target_app=target_app,
+        version=version,
+        observed_commit=commit,
+        spec_hash="",
+        phase=phase or Phase.PENDING,
+    )
+    conditions = conditions_for(base.conditions, Outcome.STALLED, reason, message, now)
+    history = append_event(base.history, Event(now, reason, message))
+    return replace(base, phase=phase or base.phase, conditions=conditions, history=history)
+
+
+def forbidden_status(
+    release: Release, message: str, previous: Status | None, commit: str, now: datetime
+) -> Status:
+    """``Forbidden``: the manifest's current revision was changed by someone without the
+    right to; the platform is not touched (see :func:`held_status`)."""
+    return held_status(
+        release.key,
+        release.spec.version,
+        previous,
+        commit,
+        now,
+        reason=str(Reason.FORBIDDEN),
+        message=message,
+        phase=Phase.FORBIDDEN,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -335,21 +335,32 @@ def test_a_commit_touching_files_outside_status_is_never_pushed(
     assert workspace.last_pushed is None
 
 
-def test_a_status_directory_linking_elsewhere_is_refused(
-    workspace: Workspace, remote: str, alice: PersonClone
+@pytest.mark.parametrize("what", ["link to releases", "file", "link at status/shop"])
+def test_a_status_path_that_is_not_a_directory_is_replaced_not_followed(
+    workspace: Workspace, remote: str, alice: PersonClone, what: str
 ) -> None:
+    """status/ belongs to the controller: a link or file there is removed, never written
+    through, and one hostile commit cannot wedge status writes."""
     alice.git("rm", "--quiet", "-r", "status")
-    (alice.path / "status").symlink_to("releases")
-    alice.commit("Link status to releases")
+    if what == "link to releases":
+        (alice.path / "status").symlink_to("releases")
+    elif what == "file":
+        (alice.path / "status").write_text("not a directory\n")
+    else:
+        (alice.path / "status").mkdir()
+        (alice.path / "status" / "shop").symlink_to("../releases/shop")
+    alice.git("add", "-A")
+    alice.commit(f"status: {what}")
     alice.push()
     workspace.sync()
 
-    with pytest.raises(UnsafeStatusPath, match="not a directory"):
-        workspace.write_status(
-            {"status/shop/gcash.yaml": b"x\n"}, "status: x", observed_commit=workspace.head
-        )
+    pushed = workspace.write_status(
+        {"status/shop/gcash.yaml": b"x\n"}, "status: x", observed_commit=workspace.head
+    )
+    assert pushed is not None
     assert remote_file(remote, MANIFEST) == SEED[MANIFEST].encode()
-    assert remote_head(remote) == workspace.head
+    assert remote_file(remote, "status/shop/gcash.yaml") == b"x\n"
+    assert remote_head(remote) == pushed.commit
 
 
 def test_bad_arguments_are_refused(workspace: Workspace) -> None:

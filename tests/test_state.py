@@ -12,15 +12,15 @@ from controller.state import ControllerState, StateError
 def test_statuses_are_recorded_only_once_the_push_is_confirmed(tmp_path: Path) -> None:
     with ControllerState(tmp_path) as state:
         state.stage("c1", {"shop/gcash": b"a", "shop/dana": b"b"})
-        assert state.statuses() == {}
+        assert state.pushed() == {}
         state.confirm()
-        assert state.statuses() == {"shop/gcash": b"a", "shop/dana": b"b"}
+        assert state.pushed() == {"shop/gcash": b"a", "shop/dana": b"b"}
         state.stage("c2", {"shop/gcash": b"a2", "shop/dana": None})
         state.discard()
-        assert state.statuses() == {"shop/gcash": b"a", "shop/dana": b"b"}
+        assert state.pushed() == {"shop/gcash": b"a", "shop/dana": b"b"}
         state.stage("c3", {"shop/gcash": b"a3", "shop/dana": None})
         state.confirm()
-        assert state.statuses() == {"shop/gcash": b"a3"}
+        assert state.pushed() == {"shop/gcash": b"a3"}
 
 
 @pytest.mark.parametrize("reached", [True, False])
@@ -33,8 +33,16 @@ def test_a_crash_between_push_and_record_is_settled_by_what_main_has(
     with ControllerState(tmp_path) as state:  # a new process after the crash
         state.settle(lambda commit: asked.append(commit) or reached)
         assert asked == ["c1"]
-        assert state.statuses() == ({"shop/gcash": b"a"} if reached else {})
+        assert state.pushed() == ({"shop/gcash": b"a"} if reached else {})
         state.settle(lambda commit: pytest.fail("nothing left to settle"))
+
+
+def test_what_the_controller_knows_is_kept_apart_from_what_it_pushed(tmp_path: Path) -> None:
+    with ControllerState(tmp_path) as state:
+        state.remember({"shop/gcash": b"known", "shop/dana": b"d"})
+        state.remember({"shop/dana": None})
+        assert state.statuses() == {"shop/gcash": b"known"}
+        assert state.pushed() == {}
 
 
 def test_named_values_survive_a_restart(tmp_path: Path) -> None:
