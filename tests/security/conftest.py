@@ -1,0 +1,8 @@
+"""Attack tests share the helpers of tests/ (gitutil, controller_world)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
