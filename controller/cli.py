@@ -296,6 +296,14 @@ def _only_warnings(result: PassResult) -> bool:
 )
 @click.option("--once", is_flag=True, help="Run a single pass, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass, also when nothing changed.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people; json for tools: one line per pass (JSON Lines), the rest on stderr.",
+)
 def run(
     remote: str,
     branch: str,
@@ -308,12 +316,16 @@ def run(
     jitter: float,
     once: bool,
     verbose: bool,
+    output: str,
 ) -> None:
     """Run the controller: a reconcile pass every --interval seconds until SIGTERM/SIGINT.
 
     One pass at a time; on SIGTERM or SIGINT the pass in progress finishes (its status commit
-    lands) and the process exits 0. Prints one line per release that moved.
+    lands) and the process exits 0. Prints one line per release that moved (--format json:
+    one JSON object per pass that moved something, on its own line).
     """
+    # In json, standard output carries nothing but the passes.
+    to_stderr = output == "json"
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -321,7 +333,7 @@ def run(
     )
 
     def report(result: PassResult) -> None:
-        click.echo(run_report(result, controller.passes, verbose=verbose), nl=False)
+        click.echo(run_report(result, controller.passes, output, verbose=verbose), nl=False)
 
     try:
         with (
@@ -331,13 +343,14 @@ def run(
             controller = Controller(
                 workspace,
                 adapter,
-                progress=_progress_printer("text"),
+                progress=_progress_printer(output),
                 on_pass=report,
                 skip_ci=skip_ci,
             )
             click.echo(
                 f"relctl controller: {remote} ({branch}) every {interval:g}s; "
-                "Ctrl-C or SIGTERM stops after the current pass"
+                "Ctrl-C or SIGTERM stops after the current pass",
+                err=to_stderr,
             )
             code = run_forever(
                 controller,
@@ -346,7 +359,7 @@ def run(
     except GitError as exc:
         _fail(str(exc))
         return
-    click.echo(f"relctl controller: stopped after {controller.passes} pass(es)")
+    click.echo(f"relctl controller: stopped after {controller.passes} pass(es)", err=to_stderr)
     sys.exit(code)
 
 

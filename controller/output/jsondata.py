@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
 
-__all__ = ["pass_json", "plan_json", "preview_json", "to_json"]
+__all__ = ["pass_json", "plan_json", "preview_json", "run_pass_json", "to_json"]
 
 
 def to_json(data: Any) -> str:
@@ -47,6 +47,19 @@ def pass_json(result: PassResult) -> dict[str, Any]:
         ],
         "problems": [p.to_dict() for p in result.problems],
     }
+
+
+def run_pass_json(result: PassResult, number: int) -> dict[str, Any]:
+    """One pass of ``relctl run --format json``: reconcile's document, numbered, with only
+    the releases that changed or were acted on (those the text output names), and the keys
+    of the releases whose manifest was removed."""
+    data = pass_json(result)
+    moved = [
+        entry
+        for entry, item in zip(data["releases"], result.releases, strict=True)
+        if item.changed or item.result is not None
+    ]
+    return {"pass": number, **data, "releases": moved, "removed": list(result.removed)}
 
 
 def plan_json(r: ReleaseResult) -> dict[str, Any]:

@@ -8,11 +8,12 @@ echoes it with ``nl=False``. Called by ``controller.cli``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from controller.output.github import github_annotation
-from controller.output.jsondata import pass_json, plan_json, preview_json, to_json
+from controller.output.jsondata import pass_json, plan_json, preview_json, run_pass_json, to_json
 from controller.output.markdown import plan_markdown, preview_markdown
 from controller.output.table import StatusRow, format_status_table
 from controller.output.text import pass_lines, plan_text, preview_text, problem_line
@@ -65,10 +66,14 @@ def reconcile_report(result: PassResult, output: str) -> str:
     return _lines(lines)
 
 
-def run_report(result: PassResult, number: int, *, verbose: bool) -> str:
+def run_report(result: PassResult, number: int, output: str, *, verbose: bool) -> str:
     """What ``relctl run`` prints after pass ``number``: nothing when nothing moved (unless
-    ``verbose``)."""
+    ``verbose``); in json, one compact line per pass (JSON Lines)."""
     lines = pass_lines(result, number)
+    if output == "json":
+        if not (lines or verbose):
+            return ""
+        return json.dumps(run_pass_json(result, number)) + "\n"
     if verbose and result.pushed is None:
         lines.append(f"pass {number}: nothing changed at {result.commit[:7]}")
     return _lines(lines)
