@@ -12,7 +12,7 @@ module              what it writes
 ``report``          a command's whole standard output for its ``--format`` (picks the module)
 ``text``            lines for people: problems, summaries, passes, plans, the simulator's pages
 ``table``           aligned columns: ``relctl status``, ``relctl platform apps|releases``
-``jsondata``        the documents of ``--format json``
+``jsondata``        the documents of ``--format json`` (keys in ``docs/output.md``)
 ``markdown``        pull-request comments: ``relctl plan --format markdown`` (and ``--base``)
 ``github``          GitHub Actions workflow annotations of located problems
 =================== ===========================================================================

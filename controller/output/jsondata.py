@@ -1,9 +1,9 @@
 """The json documents of ``--format json``: plain data with stable keys, for tools.
 
-Each function turns one library result into the dicts and lists ``json.dumps`` writes (the
-problems of ``relctl validate`` are documented in ``docs/validate.md``). The rows of
-``relctl status`` are :class:`controller.output.table.StatusRow`, the json and the table of
-the same data.
+Each function turns one library result into the dicts and lists ``json.dumps`` writes; the
+keys are documented in ``docs/output.md`` (``relctl validate``'s list in
+``docs/validate.md``). The rows of ``relctl status`` are
+:class:`controller.output.table.StatusRow`, the json and the table of the same data.
 Called by :mod:`controller.output`, and by the text and markdown renderers that show the
 same fields.
 """
