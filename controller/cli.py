@@ -1,18 +1,18 @@
 """The ``relctl`` command line: thin click commands over the library.
 
-Commands parse options, call one library function, and format what it returns (text, json,
-github, markdown). Exit codes: 0 success, 1 the checked thing is invalid / did not converge,
-2 usage or internal error (one line on stderr, never a traceback).
+Commands parse options, call one library function, print what ``controller.output`` makes
+of its result (text, json, github, markdown), and pick the exit code: 0 success, 1 the
+checked thing is invalid / did not converge, 2 usage or internal error (one line on stderr,
+never a traceback).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,24 +25,25 @@ from controller.access import render_codeowners
 from controller.check import check_change
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
-from controller.manifests import (
-    CONFIG_FILE,
-    LoadResult,
-    Problem,
-    Severity,
-    load_access,
-    load_repository,
+from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
+from controller.output.report import (
+    plan_report,
+    preview_report,
+    problems_report,
+    reconcile_report,
+    run_report,
+    status_report,
 )
-from controller.model import ConditionType
+from controller.output.table import status_rows
+from controller.output.text import check_summary, problem_line, progress_line, validate_summary
 from controller.platform import open_platform
 from controller.platform.cli import platform
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform
-from controller.preview import preview_change, preview_json, render_markdown
-from controller.preview import render_text as render_preview_text
+from controller.preview import preview_change
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
 from controller.state import StateError
-from controller.status import format_status_table, read_statuses, status_rows
+from controller.status import read_statuses
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,24 +99,8 @@ def validate(paths: tuple[Path, ...], repo: Path | None, output: str, strict: bo
         click.echo(f"relctl: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(2)
     failed = not result.ok or (strict and bool(result.problems))
-    _report(result.problems, output, _summary(result))
+    click.echo(problems_report(result.problems, output, validate_summary(result)), nl=False)
     sys.exit(1 if failed else 0)
-
-
-def _report(problems: Iterable[Problem], output: str, summary: str) -> None:
-    """Print located problems as ``validate`` and ``check`` do: text (with hints), the
-    stable json list (docs/validate.md), or GitHub workflow annotations."""
-    if output == "json":
-        click.echo(json.dumps([p.to_dict() for p in problems], indent=2))
-        return
-    for problem in problems:
-        if output == "github":
-            click.echo(_github_annotation(problem))
-        else:
-            click.echo(_text_line(problem))
-            if problem.hint:
-                click.echo(f"  hint: {problem.hint}")
-    click.echo(summary)
 
 
 def _find_repo(start: Path) -> Path:
@@ -124,44 +109,6 @@ def _find_repo(start: Path) -> Path:
         if (directory / CONFIG_FILE).is_file():
             return directory
     return start
-
-
-def _text_line(problem: Problem) -> str:
-    field = f"{problem.path}: " if problem.path else ""
-    return (
-        f"{problem.file}:{problem.line}:{problem.column}: {problem.severity}: "
-        f"{field}{problem.message} [{problem.code}]"
-    )
-
-
-def _summary(result: LoadResult) -> str:
-    errors, warnings = len(result.errors), len(result.warnings)
-    files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
-    if not errors and not warnings:
-        return f"{files} valid"
-    counts = [f"{errors} error{'s' if errors != 1 else ''}"]
-    if warnings:
-        counts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
-    return f"{', '.join(counts)} in {files}"
-
-
-def _github_annotation(problem: Problem) -> str:
-    """A GitHub Actions workflow command (``::error file=...,line=...::message``)."""
-    level = "error" if problem.severity is Severity.ERROR else "warning"
-    title = f"{problem.path} ({problem.code})" if problem.path else problem.code
-    message = problem.message + (f"\nhint: {problem.hint}" if problem.hint else "")
-    return (
-        f"::{level} file={_gh_property(problem.file)},line={problem.line},"
-        f"col={problem.column},title={_gh_property(title)}::{_gh_data(message)}"
-    )
-
-
-def _gh_data(value: str) -> str:
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_property(value: str) -> str:
-    return _gh_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,70 +207,17 @@ def _opened_platform(spec: str | None, root: Path | None = None) -> Iterator[Pla
 
 
 def _progress_printer(output: str) -> Callable[[ReleaseResult], None]:
-    """Per-release progress for long passes (every 500 releases, on stderr)."""
+    """Per-release progress of long passes in text output, on stderr."""
     count = 0
 
     def progress(_result: ReleaseResult) -> None:
         nonlocal count
         count += 1
-        if output == "text" and count % 500 == 0:
-            click.echo(f"  ... {count} releases reconciled", err=True)
+        line = progress_line(count) if output == "text" else None
+        if line is not None:
+            click.echo(line, err=True)
 
     return progress
-
-
-def _pass_lines(result: PassResult, number: int | None = None) -> list[str]:
-    """What a person wants to see of one pass: transitions, actions, problems, the commit."""
-    lines: list[str] = []
-    head = f"pass {number} " if number is not None else ""
-    for item in result.releases:
-        acted = item.result is not None
-        if not (item.changed or acted):
-            continue
-        what = item.transition or str(item.status.phase)
-        step = ""
-        if item.result is not None:
-            step = f": {item.result.step.describe()}"
-            if item.result.error is not None:
-                step += f" failed ({item.result.error.code}: {item.result.error})"
-        reason = ""
-        if not step:
-            # Invalid and Forbidden have no plan: their condition says why.
-            ready = item.status.condition(ConditionType.READY)
-            reason = item.plan.message if item.plan else ready.message if ready else ""
-        tail = f" ({reason})" if reason else ""
-        lines.append(f"{head}{item.key} {item.status.version} {what}{step}{tail}")
-    for key in result.removed:
-        lines.append(f"{head}{key}: manifest removed, status deleted")
-    if result.pushed is not None:
-        lines.append(
-            f"{head}pushed {result.pushed.commit[:7]} ({len(result.pushed.files)} status "
-            f"file(s), {result.pushed.attempts} attempt(s)) on top of {result.commit[:7]}"
-        )
-    return lines
-
-
-def _pass_json(result: PassResult) -> dict[str, Any]:
-    return {
-        "commit": result.commit,
-        "pushed": result.pushed.commit if result.pushed else None,
-        "releases": [
-            {
-                "release": item.key,
-                "version": item.status.version,
-                "phase": str(item.status.phase),
-                "grayscale": item.status.grayscale,
-                "transition": item.transition,
-                "reason": str(item.plan.reason) if item.plan else "Invalid",
-                "message": item.plan.message if item.plan else None,
-                "action": item.result.step.describe() if item.result else None,
-                "error": item.result.error.code if item.result and item.result.error else None,
-                "changed": item.changed,
-            }
-            for item in result.releases
-        ],
-        "problems": [p.to_dict() for p in result.problems],
-    }
 
 
 def _workspace(
@@ -373,13 +267,7 @@ def reconcile(
         _fail(str(exc))
         return
     assert result is not None
-    if output == "json":
-        click.echo(json.dumps(_pass_json(result), indent=2))
-    else:
-        for line in _pass_lines(result):
-            click.echo(line)
-        if result.pushed is None:
-            click.echo(f"nothing changed at {result.commit[:7]}; no commit")
+    click.echo(reconcile_report(result, output), nl=False)
     sys.exit(0 if result.healthy else 1)
 
 
@@ -402,6 +290,14 @@ def reconcile(
 )
 @click.option("--once", is_flag=True, help="Run a single pass, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every pass, also when nothing changed.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people; json for tools: one line per pass (JSON Lines), the rest on stderr.",
+)
 def run(
     remote: str,
     branch: str,
@@ -414,12 +310,16 @@ def run(
     jitter: float,
     once: bool,
     verbose: bool,
+    output: str,
 ) -> None:
     """Run the controller: a reconcile pass every --interval seconds until SIGTERM/SIGINT.
 
     One pass at a time; on SIGTERM or SIGINT the pass in progress finishes (its status commit
-    lands) and the process exits 0. Prints one line per release that moved.
+    lands) and the process exits 0. Prints one line per release that moved (--format json:
+    one JSON object per pass that moved something, on its own line).
     """
+    # In json, standard output carries nothing but the passes.
+    to_stderr = output == "json"
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -427,10 +327,7 @@ def run(
     )
 
     def report(result: PassResult) -> None:
-        for line in _pass_lines(result, controller.passes):
-            click.echo(line)
-        if verbose and result.pushed is None:
-            click.echo(f"pass {controller.passes}: nothing changed at {result.commit[:7]}")
+        click.echo(run_report(result, controller.passes, output, verbose=verbose), nl=False)
 
     try:
         with (
@@ -440,13 +337,14 @@ def run(
             controller = Controller(
                 workspace,
                 adapter,
-                progress=_progress_printer("text"),
+                progress=_progress_printer(output),
                 on_pass=report,
                 skip_ci=skip_ci,
             )
             click.echo(
                 f"relctl controller: {remote} ({branch}) every {interval:g}s; "
-                "Ctrl-C or SIGTERM stops after the current pass"
+                "Ctrl-C or SIGTERM stops after the current pass",
+                err=to_stderr,
             )
             code = run_forever(
                 controller,
@@ -456,7 +354,7 @@ def run(
     except (GitError, StateError) as exc:
         _fail(str(exc))
         return
-    click.echo(f"relctl controller: stopped after {controller.passes} pass(es)")
+    click.echo(f"relctl controller: stopped after {controller.passes} pass(es)", err=to_stderr)
     sys.exit(code)
 
 
@@ -500,12 +398,7 @@ def plan(
         except GitError as exc:
             _fail(str(exc))
             return
-        if output == "json":
-            click.echo(json.dumps(preview_json(change), indent=2))
-        elif output == "markdown":
-            click.echo(render_markdown(change), nl=False)
-        else:
-            click.echo(render_preview_text(change))
+        click.echo(preview_report(change, output), nl=False)
         sys.exit(0)
     try:
         with _opened_platform(platform_spec, root) as adapter:
@@ -513,56 +406,8 @@ def plan(
     except PlatformError as exc:
         _fail(f"cannot read the platform: {exc}")
         return
-    if output == "json":
-        click.echo(json.dumps([_plan_json(r) for r in results], indent=2))
-    elif output == "markdown":
-        click.echo(_plan_markdown(results))
-    else:
-        for r in results:
-            click.echo(_plan_text(r))
+    click.echo(plan_report(results, output), nl=False)
     sys.exit(0)
-
-
-def _plan_json(r: ReleaseResult) -> dict[str, Any]:
-    step = r.plan.step if r.plan else None
-    return {
-        "release": r.key,
-        "version": r.status.version,
-        "phase": str(r.status.phase),
-        "outcome": str(r.plan.outcome) if r.plan else "Stalled",
-        "reason": str(r.plan.reason) if r.plan else "Invalid",
-        "message": r.plan.message if r.plan else _invalid_message(r),
-        "action": step.describe() if step else None,
-    }
-
-
-def _invalid_message(r: ReleaseResult) -> str:
-    return "; ".join(f"{e.file}:{e.line}:{e.column}: {e.message}" for e in r.status.errors)
-
-
-def _plan_text(r: ReleaseResult) -> str:
-    data = _plan_json(r)
-    action = f" -> {data['action']}" if data["action"] else ""
-    return (
-        f"{r.key} {data['version']} [{data['phase']}]{action}: {data['reason']}: {data['message']}"
-    )
-
-
-def _plan_markdown(results: list[ReleaseResult]) -> str:
-    lines = [
-        "### relctl plan",
-        "",
-        "| release | version | phase | next action | why |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        data = _plan_json(r)
-        message = str(data["message"]).replace("|", "\\|")
-        lines.append(
-            f"| {r.key} | {data['version']} | {data['phase']} | "
-            f"{data['action'] or '-'} | {data['reason']}: {message} |"
-        )
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -605,14 +450,7 @@ def check(base: str, head: str, repo: Path | None, output: str, strict: bool) ->
         _fail(f"internal error: {type(exc).__name__}: {exc}")
         return
     failed = not result.ok or (strict and bool(result.problems))
-    errors, warnings = len(result.errors), len(result.warnings)
-    change = f"{result.files} file{'s' if result.files != 1 else ''} and the change "
-    change += f"{result.base[:7]}..{result.head[:7]}"
-    counts = [f"{errors} error{'s' if errors != 1 else ''}"]
-    if warnings:
-        counts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
-    summary = f"{', '.join(counts)} in {change}" if result.problems else f"{change}: allowed"
-    _report(result.problems, output, summary)
+    click.echo(problems_report(result.problems, output, check_summary(result)), nl=False)
     sys.exit(1 if failed else 0)
 
 
@@ -650,12 +488,8 @@ def status(repo: Path | None, remote: str | None, branch: str, output: str) -> N
     else:
         statuses = read_statuses((repo or _find_repo(Path.cwd())).resolve())
     rows = status_rows(statuses, datetime.now(UTC))
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif not rows:
-        click.echo("no status files yet: has the controller run a pass?")
-    else:
-        click.echo(format_status_table(rows, width=shutil.get_terminal_size((120, 24)).columns))
+    width = shutil.get_terminal_size((120, 24)).columns
+    click.echo(status_report(rows, output, width), nl=False)
 
 
 @cli.command()
@@ -689,7 +523,7 @@ def codeowners(repo: Path | None, output: str, check_only: bool) -> None:
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if access is None:
         for problem in errors:
-            click.echo(_text_line(problem), err=True)
+            click.echo(problem_line(problem), err=True)
         _fail("access.yaml is missing" if not errors else "access.yaml is invalid", 1)
         return
     releases = root / "releases"

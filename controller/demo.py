@@ -44,9 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.model import ConditionStatus, ConditionType, Status
+from controller.output.table import format_status_table, status_rows
 from controller.platform.protocol import Stage
 from controller.platform.simulator import Simulator
-from controller.status import format_status_table, read_statuses, status_rows
+from controller.status import read_statuses
 
 DEADLINE_SECONDS = 110
 SAMPLE_FILES = ("relctl.yaml", "access.yaml", "releases")

@@ -8,8 +8,8 @@ where the platform or a person has to move next (a build, a review, a gate) or w
 controller would refuse. No platform call and no git write happen, so the preview runs in CI
 without platform credentials and renders the same text for the same change.
 
-``render_markdown`` writes it as one pull-request comment; a hidden marker lets CI update the
-same comment in place. Called by ``controller.cli``.
+``controller.output`` renders the result (text, json, or one pull-request comment that CI
+updates in place). Called by ``controller.cli``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from controller.platform.protocol import (
 )
 from controller.reconcile import read_previous
 
-#: The hidden marker CI uses to find and update the plan comment in place.
-MARKER = "<!-- relctl-plan -->"
 #: A projection never takes more steps than this (a safety net; real chains are short).
 MAX_STEPS = 12
 
@@ -318,95 +316,3 @@ def _effect(observed: Observed, step: Step) -> Observed:
         assert isinstance(stage, Stage)
         changes["stage_times"] = {**target.stage_times, stage: target.updated_at}
     return replace(observed, release=replace(target, **changes))  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------------
-# rendering
-# --------------------------------------------------------------------------------------------
-
-
-def render_markdown(preview: Preview) -> str:
-    """One pull-request comment: per release, the transition, the steps and the gates."""
-    lines = [MARKER, "### relctl plan: what merging this change will do", ""]
-    if not preview.changes:
-        lines.append("This change touches no release manifest: the controller will do nothing.")
-    for change in preview.changes:
-        lines.extend(_markdown_release(change))
-    refused = sum(1 for c in preview.changes if c.refused)
-    lines.append(
-        f"<sub>{len(preview.changes)} release(s) affected, {refused} refused. Projected from "
-        f"the status the controller last wrote at `{preview.base[:7]}`; reviews, builds and "
-        f"tests happen on the platform's own time.</sub>"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_release(change: ReleaseChange) -> list[str]:
-    mini_program, target_app = change.key.split("/", 1)
-    version = change.version_after or change.version_before or "?"
-    if (
-        change.version_before
-        and change.version_after
-        and (change.version_before != change.version_after)
-    ):
-        version = f"{change.version_before} → {change.version_after}"
-    transition = (
-        change.phase_before
-        if change.phase_before == change.phase_after
-        else f"{change.phase_before} → {change.phase_after}"
-    )
-    icon = "⛔" if change.refused else "✅"
-    lines = [f"{icon} **{mini_program}** on **{target_app}** {version}: {transition}"]
-    if change.steps:
-        lines.append(f"- steps: {', then '.join(change.steps)}")
-    if change.then:
-        lines.append(f"- {change.then}")
-    if change.testers_added or change.testers_removed:
-        ids = [f"+{t}" for t in change.testers_added]
-        ids += [f"-{t}" for t in change.testers_removed]
-        lines.append(
-            f"- testers: +{len(change.testers_added)} -{len(change.testers_removed)} "
-            f"({', '.join(ids)})"
-        )
-    for problem in change.problems:
-        lines.append(
-            f"- `{problem.file}:{problem.line}:{problem.column}` {problem.path}: {problem.message}"
-        )
-    lines.append("")
-    return lines
-
-
-def preview_json(preview: Preview) -> dict[str, object]:
-    return {
-        "base": preview.base,
-        "head": preview.head,
-        "releases": [
-            {
-                "release": c.key,
-                "kind": c.kind,
-                "versionBefore": c.version_before,
-                "versionAfter": c.version_after,
-                "phaseBefore": c.phase_before,
-                "phaseAfter": c.phase_after,
-                "steps": list(c.steps),
-                "then": c.then,
-                "refused": c.refused,
-                "testersAdded": list(c.testers_added),
-                "testersRemoved": list(c.testers_removed),
-                "problems": [p.to_dict() for p in c.problems],
-            }
-            for c in preview.changes
-        ],
-    }
-
-
-def render_text(preview: Preview) -> str:
-    lines = []
-    for c in preview.changes:
-        steps = ", then ".join(c.steps) or "no action"
-        mark = "REFUSED " if c.refused else ""
-        lines.append(
-            f"{mark}{c.key} {c.version_after or c.version_before}: "
-            f"{c.phase_before} -> {c.phase_after}: {steps}; {c.then}"
-        )
-    return "\n".join(lines) or "no release manifest changed"

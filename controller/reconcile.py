@@ -50,11 +50,10 @@ from controller.model import (
 from controller.plan import decide
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform
-from controller.repofiles import EntryKind, RepoFiles, Unreadable, WorkTree, check_path
+from controller.repofiles import RepoFiles, WorkTree
 from controller.state import ControllerState
 from controller.status import (
     STATUS_DIR,
-    STATUS_SIZE_LIMIT,
     append_event,
     build_status,
     forbidden_status,
@@ -65,6 +64,7 @@ from controller.status import (
     parse_status,
     platform_mismatch,
     render_status,
+    status_files,
 )
 
 log = logging.getLogger("relctl")
@@ -275,31 +275,19 @@ def read_previous(
 ) -> dict[str, tuple[Status | None, bytes]]:
     """The status files in a repository, by release key: (parsed, raw bytes).
 
-    Read through :class:`RepoFiles`: a link, submodule or oversized file under ``status/`` is
-    skipped (the controller writes a regular file in its place), and so is anything that is
-    not ``status/<mini-program>/<target-app>.yaml``. With a cache, a file whose bytes did not
-    change since the last pass is not parsed again.
+    See :func:`controller.status.status_files` for what is skipped. With a cache, a file
+    whose bytes did not change since the last pass is not parsed again.
     """
     if isinstance(files, Path):
         files = WorkTree(files)
     found: dict[str, tuple[Status | None, bytes]] = {}
     known = cache.statuses if cache is not None else {}
-    for folder in files.children(STATUS_DIR):
-        if folder.kind is not EntryKind.DIRECTORY or check_path(folder.path) is not None:
-            continue
-        for entry in files.children(folder.path):
-            if not entry.name.endswith(".yaml") or check_path(entry.path) is not None:
-                continue
-            try:
-                data = files.read(entry.path, STATUS_SIZE_LIMIT)
-            except Unreadable:
-                continue
-            key = f"{folder.name}/{entry.name[: -len('.yaml')]}"
-            cached = known.get(key)
-            if cached is not None and cached[0] == data:
-                found[key] = (cached[1], data)
-            else:
-                found[key] = (parse_status(data, file=entry.path), data)
+    for key, path, data in status_files(files):
+        cached = known.get(key)
+        if cached is not None and cached[0] == data:
+            found[key] = (cached[1], data)
+        else:
+            found[key] = (parse_status(data, file=path), data)
     return found
 
 

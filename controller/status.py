@@ -10,8 +10,8 @@ This module is everything about that file that does no git work:
 * ``render_status`` / ``parse_status``: deterministic YAML (same state, same bytes) and a
   tolerant reader that returns None for a missing, corrupt or foreign file instead of crashing;
   ``parse_status(render_status(s)) == s`` for every status whose timestamps are whole seconds.
-* ``read_statuses``, ``status_rows``, ``format_status_table``: the data and the plain text
-  table behind ``relctl status``.
+* ``read_statuses``: every status file of a checkout, behind ``relctl status`` (whose rows
+  and table are ``controller.output.table``'s).
 
 Callers: ``reconcile`` (builds the new status of each release, renders it, writes the files
 whose bytes changed), ``gitops`` (reads the statuses at a commit), the CLI (``relctl status``).
@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypedDict, TypeVar
+from typing import Any, Final, TypeVar
 
 import yaml
 
@@ -55,6 +54,7 @@ from controller.model import (
 from controller.plan import derive_phase
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import CompatibilityStatus, ReleaseSnapshot, Stage
+from controller.repofiles import EntryKind, RepoFiles, Unreadable, WorkTree, check_path
 
 try:  # PyYAML wheels ship libyaml; the pure-Python classes are the same dialect, only slower.
     from yaml import CSafeDumper as _SafeDumper
@@ -98,23 +98,6 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with seconds precision, e.g. ``2026-11-25T10:02:00Z``."""
     # isoformat, not strftime: it always pads the year to four digits.
     return utc_seconds(moment).isoformat().replace("+00:00", "Z")
-
-
-def human_duration(seconds: float) -> str:
-    """A short age like ``kubectl get`` prints: ``45s``, ``3m``, ``2h``, ``4d``, ``2y``.
-
-    Negative ages (clock skew between machines) print as ``0s``.
-    """
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m"
-    if whole < 86400:
-        return f"{whole // 3600}h"
-    if whole < 365 * 86400:
-        return f"{whole // 86400}d"
-    return f"{whole // (365 * 86400)}y"
 
 
 # --------------------------------------------------------------------------------------------
@@ -869,198 +852,57 @@ def parse_status(data: bytes, *, file: str) -> Status | None:
         return None
 
 
-def read_statuses(root: Path) -> list[Status]:
-    """Every readable ``status/<mini-program>/<target-app>.yaml`` under a repo root, by key.
+def status_files(files: RepoFiles) -> Iterator[tuple[str, str, bytes]]:
+    """(release key, path, bytes) of every ``status/<mini-program>/<target-app>.yaml``.
+
+    Read through :class:`RepoFiles`: a link, submodule, oversized or oddly named entry under
+    ``status/`` is skipped (the controller writes a regular file in its place), and so is
+    anything that is not at that depth.
+    """
+    for folder in files.children(STATUS_DIR):
+        if folder.kind is not EntryKind.DIRECTORY or check_path(folder.path) is not None:
+            continue
+        for entry in files.children(folder.path):
+            if not entry.name.endswith(".yaml") or check_path(entry.path) is not None:
+                continue
+            try:
+                data = files.read(entry.path, STATUS_SIZE_LIMIT)
+            except Unreadable as error:
+                log.warning("ignoring status file %s: %s", entry.path, error.message)
+                continue
+            yield f"{folder.name}/{entry.name[: -len('.yaml')]}", entry.path, data
+
+
+def read_statuses(root: Path | RepoFiles) -> list[Status]:
+    """Every readable status file of a repository (``relctl status``), sorted by key.
 
     Files that cannot be read or parsed, and files whose metadata does not match their path,
     are skipped with a warning.
     """
+    files = WorkTree(root) if isinstance(root, Path) else root
     statuses: list[Status] = []
-    for path in sorted((root / STATUS_DIR).glob("*/*.yaml")):
-        relative = path.relative_to(root).as_posix()
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            log.warning("ignoring status file %s: %s", relative, error)
-            continue
-        status = parse_status(data, file=relative)
+    for key, path, data in status_files(files):
+        status = parse_status(data, file=path)
         if status is None:
             continue
-        if (status.mini_program, status.target_app) != (path.parent.name, path.stem):
-            log.warning(
-                "ignoring status file %s: it describes %s, not %s/%s",
-                relative,
-                status.key,
-                path.parent.name,
-                path.stem,
-            )
+        if status.key != key:
+            log.warning("ignoring status file %s: it describes %s, not %s", path, status.key, key)
             continue
         statuses.append(status)
     return sorted(statuses, key=lambda s: (s.mini_program, s.target_app))
-
-
-# --------------------------------------------------------------------------------------------
-# `relctl status`: rows and a plain text table
-# --------------------------------------------------------------------------------------------
-
-
-class StatusRow(TypedDict):
-    """One release in ``relctl status`` (JSON output uses these keys as they are)."""
-
-    miniProgram: str
-    targetApp: str
-    version: str
-    phase: str
-    grayscale: int
-    #: Age of the Ready condition's last transition (``3m``), or ``-`` when there is none.
-    since: str
-    #: The same moment as RFC 3339, or None.
-    sinceTime: str | None
-    reason: str
-    message: str
-
-
-def _summary_condition(status: Status) -> Condition | None:
-    """The condition a person reads first: Ready, else whatever condition there is."""
-    return status.condition(ConditionType.READY) or next(iter(status.conditions), None)
-
-
-def status_rows(statuses: Iterable[Status], now: datetime) -> list[StatusRow]:
-    """The rows of ``relctl status``, sorted by key; messages are whole (not truncated)."""
-    rows: list[StatusRow] = []
-    for status in sorted(statuses, key=lambda s: (s.mini_program, s.target_app)):
-        ready = status.condition(ConditionType.READY)
-        summary = _summary_condition(status)
-        if summary is not None:
-            reason, message = summary.reason, summary.message
-        elif status.last_error is not None:
-            reason, message = status.last_error.code, status.last_error.message
-        else:
-            reason, message = "", ""
-        rows.append(
-            StatusRow(
-                miniProgram=status.mini_program,
-                targetApp=status.target_app,
-                version=status.version,
-                phase=Phase(status.phase).value,
-                grayscale=status.grayscale,
-                since=(
-                    "-"
-                    if ready is None
-                    else human_duration((now - ready.last_transition_time).total_seconds())
-                ),
-                sinceTime=None if ready is None else format_time(ready.last_transition_time),
-                reason=reason,
-                message=message,
-            )
-        )
-    return rows
-
-
-_TABLE_HEADERS: Final = (
-    "MINI PROGRAM",
-    "APP",
-    "VERSION",
-    "PHASE",
-    "GRAYSCALE",
-    "SINCE",
-    "REASON",
-    "MESSAGE",
-)
-_GAP: Final = "  "
-_ELLIPSIS: Final = "..."
-#: The message column keeps at least this many columns even on a narrow terminal.
-_MIN_MESSAGE_WIDTH: Final = 20
-
-
-def _char_width(char: str) -> int:
-    if unicodedata.combining(char):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
-def display_width(text: str) -> int:
-    """Terminal columns ``text`` takes (CJK characters take two, combining marks none)."""
-    return sum(_char_width(char) for char in text)
-
-
-def _clean(text: str) -> str:
-    """One line of printable text: no newlines, tabs or terminal escape sequences."""
-    return " ".join(
-        "".join(" " if unicodedata.category(char) == "Cc" else char for char in text).split()
-    )
-
-
-def _truncate(text: str, width: int) -> str:
-    if display_width(text) <= width:
-        return text
-    budget = width - len(_ELLIPSIS)
-    kept: list[str] = []
-    used = 0
-    for char in text:
-        used += _char_width(char)
-        if used > budget:
-            break
-        kept.append(char)
-    return "".join(kept) + _ELLIPSIS
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - display_width(text))
-
-
-def _cells(row: StatusRow) -> list[str]:
-    """The table cells of one row, in the order of ``_TABLE_HEADERS``."""
-    return [
-        _clean(row["miniProgram"]),
-        _clean(row["targetApp"]),
-        _clean(row["version"]),
-        row["phase"],
-        f"{row['grayscale']}%",
-        row["since"],
-        _clean(row["reason"]),
-        _clean(row["message"]),
-    ]
-
-
-def format_status_table(rows: Sequence[StatusRow], width: int = 120) -> str:
-    """A plain, aligned text table of ``rows``; the message is cut to fit ``width`` columns.
-
-    Other columns are never cut. The result ends with a newline; with no rows it is the
-    header line alone.
-    """
-    headers = list(_TABLE_HEADERS)
-    cells = [_cells(row) for row in rows]
-    widths = [
-        max([display_width(headers[index])] + [display_width(line[index]) for line in cells])
-        for index in range(len(headers))
-    ]
-    fixed = sum(widths[:-1]) + len(_GAP) * (len(widths) - 1)
-    message_width = max(_MIN_MESSAGE_WIDTH, width - fixed)
-    lines = []
-    for line in [headers, *cells]:
-        *leading, message = line
-        padded = [_pad(text, widths[index]) for index, text in enumerate(leading)]
-        lines.append(_GAP.join([*padded, _truncate(message, message_width)]).rstrip())
-    return "\n".join(lines) + "\n"
 
 
 __all__ = [
     "HEADER",
     "HISTORY_LIMIT",
     "KIND",
-    "StatusRow",
     "append_event",
-    "display_width",
-    "format_status_table",
     "format_time",
-    "human_duration",
     "parse_status",
     "read_statuses",
     "remove_condition",
     "render_status",
     "set_condition",
-    "status_rows",
     "status_to_data",
     "utc_seconds",
 ]

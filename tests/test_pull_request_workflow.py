@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from gitutil import git, identity, isolate_git
 
 from controller.cli import cli
-from controller.preview import MARKER
+from controller.output.markdown import MARKER
 
 PROJECT = Path(__file__).resolve().parent.parent
 CI_FILES = sorted((PROJECT / "examples" / "ci").glob("*.yml"))

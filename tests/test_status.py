@@ -29,20 +29,18 @@ from controller.model import (
     Status,
     Validation,
 )
+from controller.output.table import display_width, format_status_table, status_rows
+from controller.output.text import human_duration
 from controller.platform.protocol import Stage
 from controller.status import (
     HEADER,
     append_event,
-    display_width,
-    format_status_table,
     format_time,
-    human_duration,
     parse_status,
     read_statuses,
     remove_condition,
     render_status,
     set_condition,
-    status_rows,
     status_to_data,
 )
 

@@ -3,8 +3,8 @@
 For demos, tests and curious users: configure target apps, upload versions, review
 applications, feed metrics, move the simulator's clock, inject faults, and look at releases
 the way the platform's console shows them. Every command is a thin layer over
-:class:`controller.platform.simulator.Simulator`: parse options, call one method, format the
-answer (``--format text|json``).
+:class:`controller.platform.simulator.Simulator`: parse options, call one method, print the
+answer (``--format text|json``; the tables and pages are ``controller.output``'s).
 
 Every command takes ``--db PATH`` (env ``RELCTL_PLATFORM_DB``, default
 ``.relctl/platform.db``). Exit codes: 0 success; 1 the platform refused (one line on stderr,
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +26,16 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from controller.output.table import app_table as _app_rows
+from controller.output.table import release_table as _release_rows
+from controller.output.text import clock_text as _clock_text
+from controller.output.text import faults_text as _faults_text
+from controller.output.text import iso_time as _time
+from controller.output.text import release_text as _release_text
 from controller.platform import sim_codec as codec
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import ReleaseSnapshot
-from controller.platform.sim_clock import ClockMode, ClockSetting, parse_duration, to_datetime
+from controller.platform.sim_clock import parse_duration, to_datetime
 from controller.platform.sim_model import (
-    AppSettings,
-    FaultSettings,
     ReviewMode,
     bucket,
     parse_grayscale_values,
@@ -119,123 +122,6 @@ def _simulator(db: Path) -> Iterator[Simulator]:
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _time(value: datetime | None) -> str:
-    return "-" if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-# --------------------------------------------------------------------------------------------
-# formatting
-# --------------------------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    return "\n".join(lines)
-
-
-def _app_rows(apps: Sequence[AppSettings]) -> str:
-    rows = [
-        [
-            a.app_id,
-            "required" if a.pilot_required else "none",
-            f"{a.review}"
-            + (f" after {a.review_after:g}s" if a.review is not ReviewMode.MANUAL else ""),
-            f"{a.build_seconds:g}s",
-            f"{a.test_seconds:g}s",
-            str(a.testers_max),
-            a.describe_grayscale_values(),
-            a.user_id_pattern,
-        ]
-        for a in apps
-    ]
-    headers = ["APP", "PILOT", "REVIEW", "BUILD", "TEST", "TESTERS", "GRAYSCALE", "USER IDS"]
-    return _table(headers, rows)
-
-
-def _release_rows(releases: Sequence[ReleaseSnapshot]) -> str:
-    rows = [
-        [
-            r.release_id,
-            r.mini_program,
-            r.version,
-            r.target_app,
-            str(r.stage),
-            f"{r.grayscale}%",
-            _time(r.updated_at),
-        ]
-        for r in releases
-    ]
-    headers = ["RELEASE", "MINI PROGRAM", "VERSION", "TARGET", "STAGE", "GRAYSCALE", "UPDATED"]
-    return _table(headers, rows)
-
-
-def _release_text(r: ReleaseSnapshot) -> str:
-    lines = [
-        f"{r.release_id}: {r.mini_program} {r.version} on {r.target_app} ({r.environment})",
-        f"  stage:       {r.stage}" + (f"  ({r.message})" if r.message else ""),
-        f"  grayscale:   {r.grayscale}%",
-        f"  created:     {_time(r.created_at)}",
-        f"  updated:     {_time(r.updated_at)}",
-    ]
-    if "next_change_at" in r.extra:
-        lines.append(f"  next change: {str(r.extra['next_change_at']).replace('+00:00', 'Z')}")
-    lines.append("  stages:")
-    for stage, at in sorted(r.stage_times.items(), key=lambda item: item[1]):
-        lines.append(f"    {_time(at)}  {stage}")
-    if r.basic_info:
-        lines.append("  basic info:")
-        lines += [f"    {k}: {v}" for k, v in sorted(r.basic_info.items())]
-    lines.append(
-        "  configuration: " + json.dumps(dict(r.configuration), sort_keys=True, default=str)
-    )
-    report = r.compatibility
-    if report is not None:
-        summary = f"{report.status}" + (
-            f", pass rate {report.pass_rate:g}%" if report.finished_at else ""
-        )
-        lines.append(
-            f"  compatibility: {report.report_id} {summary} "
-            f"(configuration {report.configuration_digest})"
-        )
-        failed = [c for c in report.cases if not c.passed]
-        lines += [f"    failed: {c.os} / {c.network} / {c.device}" for c in failed]
-    if r.review is not None:
-        pilot = "pilot required" if r.review.pilot_required else "no pilot"
-        lines.append(
-            f"  review: {r.review.decision} at {_time(r.review.decided_at)} ({pilot}): "
-            f"{r.review.reason}"
-        )
-    if r.testers:
-        lines.append(f"  testers ({len(r.testers)}): {', '.join(r.testers)}")
-    if r.qr_code is not None:
-        lines.append(f"  QR code: {r.qr_code.url}")
-    return "\n".join(lines)
-
-
-def _clock_text(setting: ClockSetting) -> str:
-    now = _time(to_datetime(setting.now()))
-    if setting.mode is ClockMode.MANUAL:
-        return f"clock: manual, now {now}"
-    offset = f" (real time + {setting.offset:g}s)" if setting.offset else ""
-    return f"clock: real, now {now}{offset}"
-
-
-def _faults_text(faults: FaultSettings) -> str:
-    if not faults.active and not faults.latency:
-        return "faults: off"
-    return (
-        f"faults: error rate {faults.error_rate:g}, unknown rate {faults.unknown_rate:g}, "
-        f"rate-limited rate {faults.rate_limited_rate:g} (retry after {faults.retry_after:g}s), "
-        f"latency {faults.latency:g}s, seed {faults.seed}"
-    )
 
 
 def _csv(value: str | None) -> list[str]:

@@ -1,0 +1,105 @@
+"""The json documents of ``--format json``: plain data with stable keys, for tools.
+
+Each function turns one library result into the dicts and lists ``json.dumps`` writes; the
+keys are documented in ``docs/output.md`` (``relctl validate``'s list in
+``docs/validate.md``). The rows of ``relctl status`` are
+:class:`controller.output.table.StatusRow`, the json and the table of the same data.
+Called by :mod:`controller.output`, and by the text and markdown renderers that show the
+same fields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.preview import Preview
+    from controller.reconcile import PassResult, ReleaseResult
+
+__all__ = ["pass_json", "plan_json", "preview_json", "run_pass_json", "to_json"]
+
+
+def to_json(data: Any) -> str:
+    """The json the controller's commands print: indented, keys in the order built."""
+    return json.dumps(data, indent=2)
+
+
+def pass_json(result: PassResult) -> dict[str, Any]:
+    """``relctl reconcile --format json``: the pass and every release in it."""
+    return {
+        "commit": result.commit,
+        "pushed": result.pushed.commit if result.pushed else None,
+        "releases": [
+            {
+                "release": item.key,
+                "version": item.status.version,
+                "phase": str(item.status.phase),
+                "grayscale": item.status.grayscale,
+                "transition": item.transition,
+                "reason": str(item.plan.reason) if item.plan else "Invalid",
+                "message": item.plan.message if item.plan else None,
+                "action": item.result.step.describe() if item.result else None,
+                "error": item.result.error.code if item.result and item.result.error else None,
+                "changed": item.changed,
+            }
+            for item in result.releases
+        ],
+        "problems": [p.to_dict() for p in result.problems],
+    }
+
+
+def run_pass_json(result: PassResult, number: int) -> dict[str, Any]:
+    """One pass of ``relctl run --format json``: reconcile's document, numbered, with only
+    the releases that changed or were acted on (those the text output names), and the keys
+    of the releases whose manifest was removed."""
+    data = pass_json(result)
+    moved = [
+        entry
+        for entry, item in zip(data["releases"], result.releases, strict=True)
+        if item.changed or item.result is not None
+    ]
+    return {"pass": number, **data, "releases": moved, "removed": list(result.removed)}
+
+
+def plan_json(r: ReleaseResult) -> dict[str, Any]:
+    """One release of ``relctl plan --format json``."""
+    step = r.plan.step if r.plan else None
+    return {
+        "release": r.key,
+        "version": r.status.version,
+        "phase": str(r.status.phase),
+        "outcome": str(r.plan.outcome) if r.plan else "Stalled",
+        "reason": str(r.plan.reason) if r.plan else "Invalid",
+        "message": r.plan.message if r.plan else _invalid_message(r),
+        "action": step.describe() if step else None,
+    }
+
+
+def _invalid_message(r: ReleaseResult) -> str:
+    return "; ".join(f"{e.file}:{e.line}:{e.column}: {e.message}" for e in r.status.errors)
+
+
+def preview_json(preview: Preview) -> dict[str, object]:
+    """``relctl plan --base --format json``: every release the change touches."""
+    return {
+        "base": preview.base,
+        "head": preview.head,
+        "releases": [
+            {
+                "release": c.key,
+                "kind": c.kind,
+                "versionBefore": c.version_before,
+                "versionAfter": c.version_after,
+                "phaseBefore": c.phase_before,
+                "phaseAfter": c.phase_after,
+                "steps": list(c.steps),
+                "then": c.then,
+                "refused": c.refused,
+                "testersAdded": list(c.testers_added),
+                "testersRemoved": list(c.testers_removed),
+                "problems": [p.to_dict() for p in c.problems],
+            }
+            for c in preview.changes
+        ],
+    }
