@@ -1,86 +1,98 @@
-"""Who made each commit of the release repository, and whether ``access.yaml`` allowed it.
+"""Who may change what on main: the trust ledger, the pull-request check, CODEOWNERS.
 
-The controller (``reconcile``) and ``relctl check`` build one :class:`AccessLog` per pass and
-ask it, for every release whose manifest changed, :meth:`AccessLog.authorize` (the first
-:class:`Denial`, or None) or :meth:`AccessLog.denials` (all of them). ``relctl codeowners``
-calls :func:`render_codeowners`.
+The controller keeps a :class:`TrustState` (its own memory, never a file in the repository)
+and moves it along main with :meth:`Ledger.advance`; before acting on a release it asks
+:meth:`Ledger.denial` whether the files the release is read from are the versions main
+authorized. ``relctl check --base`` and ``relctl plan --base`` call :func:`judge_range` on
+the commits of a pull request. ``relctl codeowners`` calls :func:`render_codeowners`.
 
-The rules (``docs/access.md`` says the same for users):
+The ledger (``docs/access.md`` says the same for users):
 
-1. A commit that changes a file under ``releases/<mp>/`` must be made by a member who may
-   release ``<mp>`` (:meth:`Member.may_release`). A file directly under ``releases/`` (not in
-   a mini program's directory) needs a master.
-2. A commit that changes ``access.yaml`` or ``relctl.yaml`` (the governance files) must be made
-   by a master.
-3. The rules that apply to a commit are those of the *trusted* ``access.yaml`` effective at
-   its parents: the latest trusted governance change that is an ancestor of the commit (not
-   the commit itself). Governance changes are judged oldest first (topological order); a
-   change is trusted when a master of the version in force before it made it. An untrusted
-   change is ignored (the version before it stays in force) and is itself a denial, so a
-   developer cannot grant themselves rights, nor turn ``policy.requireSignedCommits`` off.
-   Trust on first use: the first valid ``access.yaml`` of the history (in topological
-   order) is trusted whoever committed it; any later one needs a master. Until an
-   ``access.yaml`` has been trusted there is no access control at all (everything allowed,
-   :attr:`AccessLog.enforced` is False). An invalid or deleted ``access.yaml`` is never
-   trusted: access control cannot be switched off by breaking or removing the file.
-4. Judged commits: every non-merge commit in ``since..until`` touching the paths asked
-   about. A merge commit is made by whoever merged (a reviewer, or the git host); the
-   content it brings comes from commits that are judged themselves. A merge is judged only
-   for the files it changes on its own, that is files differing from every parent
-   (conflict resolutions and "evil merges"), and only when a clean merge of its parents
-   would not have produced the same file (``git merge-tree``).
-5. Identity: the author email, matched case-insensitively to a member. When the trusted
-   ``relctl.yaml`` in force sets ``policy.requireSignedCommits: true``, only an SSH
-   signature proves who made a commit: the signature must be good and made with the
-   ``signingKey`` of a member of the ``access.yaml`` in force; that member made the commit,
-   whatever its author field says.
+1. Trust starts at an anchor commit the operator names outside the repository
+   (:meth:`Ledger.start`): every file of the anchor's tree is authorized as it is there, and its
+   ``access.yaml`` must be valid and name a master.
+2. Main is followed along its first-parent chain only. A main whose first-parent chain does not
+   contain the last commit judged (a force push, a rollback, a new history, a merge whose
+   first parent is a new root) is a :class:`Divergence`: nothing is judged and the state does
+   not move until the operator re-anchors.
+3. Each step ``C`` (parent ``P = C^1``) is judged for the change it makes to main: ``git
+   diff-tree -r P C``. A merge is judged for its diff against its first parent, as its
+   merger's change: whatever it brings, restored files included.
+4. The actor is ``C``'s author email, or, when ``policy.requireSignedCommits`` is in force,
+   ``C``'s SSH signature: git must report it good (``G``) and its key must be the
+   ``signingKey`` of a member. The rules in force are the authorized ``access.yaml`` and
+   ``relctl.yaml`` of the ledger at ``P``, never the versions in ``C``'s own ancestry: a
+   removed member or a rotated key fails as soon as the removal is on main.
+5. Per changed path: ``releases/<mp>/**`` needs a member who may release ``<mp>``;
+   ``status/**`` is the controller's output and never judged; every other path (``access.yaml``,
+   ``relctl.yaml``, ``.gitattributes``, shared tester files, anything) needs a master.
+6. An authorized change moves ``authorized[path]`` and clears ``refusals[path]``; a refused one
+   leaves ``authorized[path]`` as it was and records ``refusals[path]``. A change back to the
+   authorized content clears the refusal, whoever made it. A change of ``access.yaml`` or
+   ``relctl.yaml`` that relctl cannot read, deletes it, or leaves no master (in signed mode: no
+   master with a ``signingKey``) is refused even from a master: it can neither lock everyone
+   out nor switch access control off.
 
-Merges and history shape: the trusted state is propagated exactly along the commit graph
-(``git rev-list --parents``, restricted to the commits that touch ``releases/`` or the
-governance files, merges always kept). At a merge whose parents have different trusted
-states, the state latest in topological order wins, which is exact when one descends from the
-other; two governance changes made concurrently on parallel branches are an approximation
-(one of them wins). Keep governance changes linear to avoid this.
+A release is acted on only when each of its files at the tip is the authorized version
+(:meth:`Ledger.denial`).
 
-Cost: a constant number of git processes per :class:`AccessLog` (graph, governance log,
-governance file contents, plus a signature-checked log of governance commits when signing is
-ever required) and per distinct ``since`` (one log), plus one ``git merge-tree`` for each merge
-that changes a file on its own *and* whose merger lacks the right for it (rare).
-Errors: a git failure (not a repository, unknown revision) raises
-:class:`controller.gitops.GitError` with one line; bad repository content never raises.
+Cost of :meth:`Ledger.advance`: one ``git rev-list`` (the first-parent chain, checked before
+anything is read) and one ``git log --raw`` over the new steps; ``git cat-file`` (two
+processes) only when a governance blob not read before is involved; in signed mode one more
+``git log`` with ``%G?``/``%GF``, for which git runs ``ssh-keygen`` once per signed commit.
+Git runs only through :func:`controller.gitops.run_git`: bounded output, one error type
+(:class:`controller.gitops.GitError`). Repository content never raises; a state that cannot
+be trusted raises :class:`TrustError`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import hashlib
-import os
+import re
 import secrets
-import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from controller.gitops import GitError
+from controller.gitops import GitError, run_git
 from controller.manifests import ACCESS_FILE, CONFIG_FILE, RELEASES_DIR, Access, Member, Role
 from controller.manifests import load_access as _load_access
-from controller.yamlload import load_yaml
+from controller.yamlload import YAML_SIZE_LIMIT, load_yaml
 
-#: The files whose changes need a master and decide which rules apply.
+__all__ = [
+    "GOVERNANCE_FILES",
+    "AccessLog",
+    "Advance",
+    "Change",
+    "Commit",
+    "Denial",
+    "Divergence",
+    "Ledger",
+    "Reason",
+    "Refusal",
+    "TrustError",
+    "TrustState",
+    "identify",
+    "judge_range",
+    "render_codeowners",
+    "ssh_fingerprint",
+]
+
+#: The files that set the rules: changing them needs a master, and a version relctl cannot
+#: read is refused from anyone.
 GOVERNANCE_FILES = (ACCESS_FILE, CONFIG_FILE)
-#: The paths of the trust chain's graph (releases and the governance files).
-_PATHSPEC = (f"{RELEASES_DIR}/", *GOVERNANCE_FILES)
-#: What the ranges judged by :meth:`AccessLog.denials` log: everything but the controller's
-#: own ``status/`` (a release may read a tester file anywhere in the repository).
-_STATUS_PREFIX = "status/"
-_RANGE_PATHSPEC = (".", f":(exclude){_STATUS_PREFIX}")
-_FIELDS_PLAIN = ("%H", "%an", "%ae", "%P")
-_FIELDS_SIGNED = (*_FIELDS_PLAIN, "%G?", "%GK")
+#: The controller's output: never authorization input, never judged.
+STATUS_PREFIX = "status/"
+_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_ZERO = re.compile(r"0+")
+#: One entry of ``--raw`` output: ``:<old mode> <new mode> <old id> <new id> <status>``.
+_RAW = re.compile(rb":([0-7]{6}) ([0-7]{6}) ([0-9a-f]{40,64}) ([0-9a-f]{40,64}) ([A-Z])[0-9]*")
 _SIGNATURE_WORDS = {
     "B": "bad",
     "U": "good but of unknown validity",
@@ -92,7 +104,7 @@ _SIGNATURE_WORDS = {
 
 
 class Reason(StrEnum):
-    """Why a commit was refused (the ``reason`` code of a :class:`Denial`)."""
+    """Why a change was refused (the ``reason`` code of a :class:`Denial`)."""
 
     NOT_A_MEMBER = "not-a-member"
     NO_RIGHT = "no-right"
@@ -100,12 +112,21 @@ class Reason(StrEnum):
     UNSIGNED = "unsigned"
     BAD_SIGNATURE = "bad-signature"
     UNKNOWN_KEY = "unknown-key"
+    #: A change of access.yaml or relctl.yaml relctl refuses whoever made it (unreadable,
+    #: deleted, or leaving no master).
     UNTRUSTED_ACCESS = "untrusted-access"
+    #: Content no judged commit made: it differs from the authorized version and no refusal
+    #: explains it (a merge that kept or brought an older version, or a tree not judged).
+    NOT_AUTHORIZED = "not-authorized"
+
+
+class TrustError(Exception):
+    """Trust cannot start or continue: a bad anchor, or a corrupt saved state."""
 
 
 @dataclass(frozen=True)
 class Denial:
-    """A change the trusted ``access.yaml`` did not allow: who, what, and the missing right."""
+    """A refused change: which commit, who, which file, and the missing right."""
 
     commit: str  # full sha
     author: str  # "Name <email>" as git recorded it
@@ -118,8 +139,11 @@ class Denial:
     @property
     def message(self) -> str:
         """One sentence a person understands."""
-        who = self.identity if self.identity != "unknown" else f"{self.author} (unverified)"
-        text = f"commit {self.commit[:7]} by {who} changed {self.path} without {self.missing}"
+        if self.reason == Reason.NOT_AUTHORIZED:
+            text = f"{self.path} at {self.commit[:7]} is not {self.missing}"
+        else:
+            who = self.identity if self.identity != "unknown" else f"{self.author} (unverified)"
+            text = f"commit {self.commit[:7]} by {who} changed {self.path} without {self.missing}"
         return f"{text} ({self.detail})" if self.detail else text
 
     def to_dict(self) -> dict[str, str]:
@@ -134,10 +158,177 @@ class Denial:
             "message": self.message,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Denial:
+        """The inverse of :meth:`to_dict` (``message`` is derived, so it is ignored)."""
+        names = ("commit", "author", "path", "reason", "missing", "identity", "detail")
+        values = {name: data.get(name, "") for name in names}
+        if not all(isinstance(value, str) for value in values.values()):
+            raise TrustError(f"a saved refusal has a field that is not text: {dict(data)!r:.200}")
+        if values["reason"] not in {str(r) for r in Reason}:
+            raise TrustError(f"a saved refusal has an unknown reason {values['reason']!r:.60}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """The controller's memory of main: where trust started, the last main commit judged,
+    what main authorized (path -> blob id, every path but ``status/**``) and the refused
+    changes still in effect (path -> the latest refusal). JSON-serialisable."""
+
+    anchor: str
+    commit: str
+    authorized: Mapping[str, str]
+    refusals: Mapping[str, Denial] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "anchor": self.anchor,
+            "commit": self.commit,
+            "authorized": dict(sorted(self.authorized.items())),
+            "refusals": {path: d.to_dict() for path, d in sorted(self.refusals.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrustState:
+        """The inverse of :meth:`to_dict`; raises :class:`TrustError` on anything malformed."""
+        if not isinstance(data, Mapping):
+            raise TrustError("the saved trust state is not a mapping")
+        anchor, commit = data.get("anchor"), data.get("commit")
+        authorized, refusals = data.get("authorized"), data.get("refusals", {})
+        for name, value in (("anchor", anchor), ("commit", commit)):
+            if not isinstance(value, str) or not _HEX.fullmatch(value):
+                raise TrustError(f"the saved trust state has no valid {name} commit")
+        if not isinstance(authorized, Mapping) or not isinstance(refusals, Mapping):
+            raise TrustError("the saved trust state has no authorized files")
+        files: dict[str, str] = {}
+        for path, oid in authorized.items():
+            if not isinstance(path, str) or not isinstance(oid, str) or not _HEX.fullmatch(oid):
+                raise TrustError(f"the saved trust state has a bad entry for {path!r:.200}")
+            files[path] = oid
+        refused: dict[str, Denial] = {}
+        for path, item in refusals.items():
+            if not isinstance(path, str) or not isinstance(item, Mapping):
+                raise TrustError(f"the saved trust state has a bad refusal for {path!r:.200}")
+            refused[path] = Denial.from_dict(item)
+        assert isinstance(anchor, str) and isinstance(commit, str)
+        return cls(anchor, commit, MappingProxyType(files), MappingProxyType(refused))
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Main no longer continues the history the ledger judged: ``tip``'s first-parent chain
+    does not contain ``known``, the last commit judged."""
+
+    known: str
+    tip: str
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        text = (
+            f"main at {self.tip[:7]} does not continue {self.known[:7]}, the last commit "
+            "judged, along its first parents (a force push, a rollback, a new history, or a "
+            "merge whose first parent is not main): nothing on main is trusted until the "
+            "operator re-anchors trust"
+        )
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def to_dict(self) -> dict[str, str]:
+        return {"known": self.known, "tip": self.tip, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What :meth:`Ledger.advance` did: the new state, or the divergence (state unchanged),
+    and how many steps of main it judged."""
+
+    state: TrustState
+    diverged: Divergence | None
+    steps: int
+
 
 # --------------------------------------------------------------------------------------------
-# Pure helpers
+# Commits and identities (pure)
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One path a commit changed against its first parent: blob ids before and after
+    (None: absent)."""
+
+    path: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit as git reports it: who wrote it, how it is signed, what it changed."""
+
+    sha: str
+    parents: tuple[str, ...]
+    name: str
+    email: str
+    changes: tuple[Change, ...] = ()
+    signature: str = "N"  # git's %G?
+    fingerprint: str = ""  # git's %GF: the SSH key's SHA256 fingerprint
+
+    @property
+    def author(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a commit's actor is nobody relctl can accept, for any path."""
+
+    reason: str
+    missing: str
+    detail: str
+
+    def denial(self, commit: Commit, path: str) -> Denial:
+        return Denial(
+            commit.sha, commit.author, path, self.reason, self.missing, "unknown", self.detail
+        )
+
+
+def identify(commit: Commit, access: Access, *, signed: bool) -> Member | Refusal:
+    """The member who made ``commit`` under ``access``, or why there is none.
+
+    Unsigned mode: the author email (case-insensitive). Signed mode: the member whose
+    ``signingKey`` made a signature git reports good (``G``), whatever the author field says.
+    """
+    if not signed:
+        member = access.member(commit.email)
+        if member is not None:
+            return member
+        return Refusal(
+            Reason.NOT_A_MEMBER, "membership in access.yaml", f"{commit.email} is not a member"
+        )
+    missing = "an SSH signature by a member's key (requireSignedCommits is on)"
+    if commit.signature == "N":
+        return Refusal(Reason.UNSIGNED, missing, "not signed")
+    word = _SIGNATURE_WORDS.get(commit.signature, f"status {commit.signature!r:.20}")
+    if not commit.fingerprint:
+        return Refusal(Reason.BAD_SIGNATURE, missing, f"git reports the signature as {word}")
+    matching = [
+        m
+        for m in access.members
+        if m.signing_key and ssh_fingerprint(m.signing_key) == commit.fingerprint
+    ]
+    if not matching:
+        return Refusal(
+            Reason.UNKNOWN_KEY,
+            "a signing key listed in access.yaml",
+            f"signed with key {commit.fingerprint:.80}, which no member lists",
+        )
+    if commit.signature != "G":
+        return Refusal(Reason.BAD_SIGNATURE, missing, f"git reports the signature as {word}")
+    # Two members listing one key is a mistake in access.yaml: prefer the named author.
+    named = [m for m in matching if m.email.casefold() == commit.email.casefold()]
+    return (named or matching)[0]
 
 
 def ssh_fingerprint(public_key: str) -> str | None:
@@ -153,58 +344,66 @@ def ssh_fingerprint(public_key: str) -> str | None:
     return f"SHA256:{digest}"
 
 
-def _new_mark() -> str:
-    """The token that starts each commit record of one log. Paths come from the repository,
-    so a fixed marker could be forged by a file of that name: each log gets its own."""
-    return f"relctl-commit-{secrets.token_hex(12)}"
-
-
 def _person(member: Member) -> str:
     return f"{member.name} <{member.email}>"
-
-
-def _article(role: Role) -> str:
-    return "an" if str(role)[0] in "aeiou" else "a"
 
 
 def _rights(member: Member) -> str:
     if member.role is Role.MASTER:
         return "a master"
+    article = "an" if str(member.role)[0] in "aeiou" else "a"
     programs = ", ".join(member.mini_programs) or "nothing"
-    return f"{_article(member.role)} {member.role} of: {programs}"
+    return f"{article} {member.role} of: {programs}"
+
+
+def _is_status(path: str) -> bool:
+    return path.startswith(STATUS_PREFIX)
 
 
 def _mini_program(path: str) -> str | None:
-    """``releases/<mp>/...`` -> ``<mp>``; None for any other file (directly under
-    ``releases/``, or outside it, such as a tester file shared by several mini programs)."""
+    """``releases/<mp>/...`` -> ``<mp>``; None for every other path (a file directly under
+    ``releases/``, or anything outside it)."""
     parts = path.split("/")
     return parts[1] if len(parts) >= 3 and parts[0] == RELEASES_DIR and parts[1] else None
 
 
-def _require_signed(data: bytes) -> bool | None:
-    """``policy.requireSignedCommits`` of a ``relctl.yaml``; None when it cannot be read.
+def _right(commit: Commit, path: str, member: Member) -> Denial | None:
+    """The denial of ``member`` changing ``path``, or None when the role allows it."""
+    mini_program = _mini_program(path)
+    if mini_program is not None:
+        if member.may_release(mini_program):
+            return None
+        reason, missing = Reason.NO_RIGHT, f"release rights for mini program {mini_program}"
+    elif member.role is Role.MASTER:
+        return None
+    else:
+        if path in GOVERNANCE_FILES:
+            why = f"{path} may only be changed by a master"
+        elif path.startswith(f"{RELEASES_DIR}/"):
+            why = f"files directly under {RELEASES_DIR}/ may only be changed by a master"
+        else:
+            why = f"files outside {RELEASES_DIR}/<mini-program>/ may only be changed by a master"
+        reason, missing = Reason.NOT_MASTER, f"the master role ({why})"
+    return Denial(
+        commit.sha, commit.author, path, reason, missing, _person(member), _rights(member)
+    )
 
-    Loaded with relctl's strict loader: a version in the history may be hostile (an alias
-    bomb, a huge file) and is never trusted to be well-formed."""
-    loaded = load_yaml(data)
-    value: Any = loaded.value if loaded.ok else None
-    if not isinstance(value, dict):
-        return None
-    policy = value.get("policy", {})
-    if not isinstance(policy, dict):
-        return None
-    flag = policy.get("requireSignedCommits", False)
-    return flag if isinstance(flag, bool) else None
+
+# --------------------------------------------------------------------------------------------
+# Governance files
+# --------------------------------------------------------------------------------------------
 
 
 def _parse_access(data: bytes) -> tuple[Access | None, str]:
-    """An ``access.yaml`` version: (Access, "") or (None, why it is invalid)."""
+    """An ``access.yaml`` version: (Access, "") or (None, why it is invalid).
+
+    The one call into ``controller.manifests``' loading."""
     with tempfile.TemporaryDirectory(prefix="relctl-access-") as temp:
         Path(temp, ACCESS_FILE).write_bytes(data)
         try:
             access, problems = _load_access(Path(temp))
         except Exception as exc:  # a broken schema set is relctl's bug; never trust then
-            return None, f"cannot be checked: {exc}"
+            return None, f"it cannot be checked: {exc}"
     if access is not None:
         return access, ""
     first = next(iter(problems), None)
@@ -213,585 +412,673 @@ def _parse_access(data: bytes) -> tuple[Access | None, str]:
     return None, f"line {first.line}: {first.message}"
 
 
-# --------------------------------------------------------------------------------------------
-# Values read from git
-# --------------------------------------------------------------------------------------------
+def _parse_policy(data: bytes) -> tuple[bool | None, str]:
+    """``policy.requireSignedCommits`` of a ``relctl.yaml`` version, or (None, why it cannot
+    be read). Read with relctl's strict loader: a version never authorized may be hostile."""
+    loaded = load_yaml(data)
+    if not loaded.ok:
+        problem = loaded.problem
+        return None, f"it is not readable YAML ({problem.message if problem else 'unknown'})"
+    value: Any = loaded.value
+    if not isinstance(value, dict):
+        return None, "it is not a mapping"
+    policy = value.get("policy", {})
+    if not isinstance(policy, dict):
+        return None, "policy is not a mapping"
+    flag = policy.get("requireSignedCommits", False)
+    if not isinstance(flag, bool):
+        return None, "policy.requireSignedCommits is not true or false"
+    return flag, ""
+
+
+def _rules_problem(access: Access, signed: bool) -> str:
+    """Why rules would leave nobody able to change them again ("" when they do not)."""
+    masters = [m for m in access.members if m.role is Role.MASTER]
+    if not masters:
+        return "it leaves no master: nobody could ever change access.yaml or relctl.yaml again"
+    if signed and not any(m.signing_key and ssh_fingerprint(m.signing_key) for m in masters):
+        return (
+            "requireSignedCommits is on and no master has a signingKey: nobody could ever "
+            "change access.yaml or relctl.yaml again"
+        )
+    return ""
 
 
 @dataclass(frozen=True)
-class _Commit:
-    """One commit of a path-limited log."""
+class _Rules:
+    """The rules in force: the access.yaml and relctl.yaml policy of one point of main."""
 
-    sha: str
-    name: str
-    email: str
-    parents: tuple[str, ...]
-    paths: tuple[str, ...]
-    signature: str = "N"  # %G?
-    key: str = ""  # %GK: the SSH key's fingerprint
+    access: Access
+    signed: bool
 
     @property
-    def author(self) -> str:
-        return f"{self.name} <{self.email}>"
-
-    @property
-    def merge(self) -> bool:
-        return len(self.parents) > 1
+    def keys(self) -> tuple[str, ...]:
+        return tuple(m.signing_key for m in self.access.members if m.signing_key)
 
 
-@dataclass(frozen=True)
-class _Trusted:
-    """The governance in force after a trusted change (``commit`` None: before any)."""
+class _Blobs:
+    """Governance blobs of one repository, read at most once each, size-checked first."""
 
-    commit: str | None
-    access: Access | None
-    require_signed: bool
-    order: int  # position of ``commit`` in the topological order; -1 before any
-    previous: _Trusted | None = None
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._data: dict[str, bytes | None] = {}
+        self._access: dict[str, tuple[Access | None, str]] = {}
+        self._policy: dict[str, tuple[bool | None, str]] = {}
+
+    def fetch(self, oids: Iterable[str | None]) -> None:
+        """Read the blobs not read yet: one ``cat-file --batch-check``, then one ``--batch``
+        for those that are blobs within relctl's YAML size limit."""
+        wanted = sorted({o for o in oids if o is not None and o not in self._data})
+        if not wanted:
+            return
+        request = "".join(f"{oid}\n" for oid in wanted).encode()
+        checked = run_git(
+            self.root, "cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+            input=request,
+        )  # fmt: skip
+        small: list[str] = []
+        for line in checked.out.decode("ascii", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob" and int(parts[2]) <= YAML_SIZE_LIMIT:
+                small.append(parts[0])
+        for oid in wanted:
+            self._data[oid] = None
+        if not small:
+            return
+        out = run_git(
+            self.root, "cat-file", "--batch", input="".join(f"{o}\n" for o in small).encode()
+        ).out
+        position = 0
+        for _ in small:
+            end = out.index(b"\n", position)
+            header = out[position:end].split()
+            position = end + 1
+            if len(header) != 3 or header[1] != b"blob":
+                raise GitError("git cat-file printed an unexpected record")
+            size = int(header[2])
+            self._data[header[0].decode()] = out[position : position + size]
+            position += size + 1
+
+    def access(self, oid: str | None) -> tuple[Access | None, str]:
+        """An access.yaml version (None: deleted) as (Access, "") or (None, why not)."""
+        if oid is None:
+            return None, "access.yaml was deleted; access control cannot be switched off"
+        if oid not in self._access:
+            self.fetch([oid])
+            data = self._data.get(oid)
+            if data is None:
+                self._access[oid] = (None, "it is not a regular file within the size limit")
+            else:
+                access, why = _parse_access(data)
+                self._access[oid] = (access, f"access.yaml is invalid: {why}" if why else "")
+        return self._access[oid]
+
+    def policy(self, oid: str | None) -> tuple[bool | None, str]:
+        """``requireSignedCommits`` of a relctl.yaml version (None: deleted), or why not."""
+        if oid is None:
+            return None, "relctl.yaml was deleted; its policy cannot be switched off that way"
+        if oid not in self._policy:
+            self.fetch([oid])
+            data = self._data.get(oid)
+            if data is None:
+                self._policy[oid] = (None, "it is not a regular file within the size limit")
+            else:
+                flag, why = _parse_policy(data)
+                self._policy[oid] = (flag, f"relctl.yaml cannot be read: {why}" if why else "")
+        return self._policy[oid]
+
+    def rules(self, files: Mapping[str, str]) -> _Rules:
+        """The rules of an authorized set of files; raises TrustError when they are not
+        valid rules (only an anchor can be: a judged change never makes them so)."""
+        self.fetch([files.get(ACCESS_FILE), files.get(CONFIG_FILE)])
+        if ACCESS_FILE not in files:
+            raise TrustError(f"there is no {ACCESS_FILE}")
+        access, why = self.access(files[ACCESS_FILE])
+        if access is None:
+            raise TrustError(why)
+        signed = False
+        if CONFIG_FILE in files:
+            flag, why = self.policy(files[CONFIG_FILE])
+            if flag is None:
+                raise TrustError(why)
+            signed = flag
+        problem = _rules_problem(access, signed)
+        if problem:
+            raise TrustError(f"{ACCESS_FILE}: {problem}")
+        return _Rules(access, signed)
 
 
-_NOTHING = _Trusted(commit=None, access=None, require_signed=False, order=-1)
+def _judge_commit(
+    commit: Commit, changes: Sequence[Change], rules: _Rules, blobs: _Blobs
+) -> list[tuple[Change, Denial | None]]:
+    """Each of ``changes`` (made by ``commit``) judged under ``rules``: its denial or None."""
+    actor = identify(commit, rules.access, signed=rules.signed)
+    verdicts: dict[str, Denial | None] = {}
+    for change in changes:
+        if isinstance(actor, Refusal):
+            verdicts[change.path] = actor.denial(commit, change.path)
+        else:
+            verdicts[change.path] = _right(commit, change.path, actor)
+    governance = [c for c in changes if c.path in GOVERNANCE_FILES and verdicts[c.path] is None]
+    if governance and isinstance(actor, Member):
+        access, signed = rules.access, rules.signed
+        accepted: list[Change] = []
+        for change in governance:
+            if change.path == ACCESS_FILE:
+                parsed, why = blobs.access(change.new)
+                if parsed is not None:
+                    access = parsed
+            else:
+                flag, why = blobs.policy(change.new)
+                if flag is not None:
+                    signed = flag
+            if why:
+                verdicts[change.path] = _invalid(commit, change.path, actor, why)
+            else:
+                accepted.append(change)
+        problem = _rules_problem(access, signed)
+        for change in accepted if problem else ():
+            verdicts[change.path] = _invalid(commit, change.path, actor, problem)
+    return [(change, verdicts[change.path]) for change in changes]
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    """Who made a commit under some governance: a member, or the denial of their identity."""
-
-    member: Member | None
-    denial: tuple[str, str, str, str] | None = None  # reason, missing, identity, detail
+def _invalid(commit: Commit, path: str, member: Member, why: str) -> Denial:
+    return Denial(
+        commit.sha,
+        commit.author,
+        path,
+        Reason.UNTRUSTED_ACCESS,
+        f"a valid {path} (the change is ignored: the previous version stays in force)",
+        _person(member),
+        why,
+    )
 
 
 # --------------------------------------------------------------------------------------------
-# The access log
+# Reading git
+# --------------------------------------------------------------------------------------------
+
+
+def _check_revision(revision: str) -> str:
+    if not revision or revision.startswith("-") or any(c.isspace() for c in revision):
+        raise GitError(f"not a revision: {revision!r:.80}")
+    return revision
+
+
+def _resolve(root: Path, *revisions: str) -> list[str | None]:
+    """The commit each revision names (None: no such commit), with one git call."""
+    request = "".join(f"{_check_revision(r)}^{{commit}}\n" for r in revisions).encode()
+    out = run_git(root, "cat-file", "--batch-check=%(objectname) %(objecttype)", input=request)
+    found: list[str | None] = []
+    for line in out.out.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        found.append(parts[0] if len(parts) == 2 and parts[1] == "commit" else None)
+    if len(found) != len(revisions):
+        raise GitError("git cat-file printed an unexpected answer")
+    return found
+
+
+def _commit_of(root: Path, revision: str) -> str:
+    (sha,) = _resolve(root, revision)
+    if sha is None:
+        raise GitError(f"{revision!r:.80} is not a commit of {root}")
+    return sha
+
+
+def _tree(root: Path, commit: str) -> dict[str, str]:
+    """Every non-directory entry of ``commit``'s tree but ``status/**``: path -> object id."""
+    listing = run_git(root, "ls-tree", "-r", "-z", "--full-tree", commit).out
+    files: dict[str, str] = {}
+    for record in listing.split(b"\0"):
+        meta, tab, raw_path = record.partition(b"\t")
+        parts = meta.split()
+        if not tab or len(parts) != 3 or parts[1] == b"tree":
+            continue
+        path = raw_path.decode("utf-8", "surrogateescape")
+        if not _is_status(path):
+            files[path] = parts[2].decode("ascii")
+    return files
+
+
+class _Marks:
+    """Tokens that delimit the fields of one ``git log``. Names, emails and paths come from
+    the repository, so a fixed marker could be forged: each log gets its own random one."""
+
+    def __init__(self) -> None:
+        token = secrets.token_hex(12)
+        self.commit, self.name, self.email, self.end = (
+            f"relctl-{token}-{part}".encode() for part in ("c", "n", "e", "z")
+        )
+
+
+def _log(
+    root: Path,
+    revisions: Sequence[str],
+    *,
+    first_parent: bool,
+    changes: bool = True,
+    signers: Path | None = None,
+) -> list[Commit]:
+    """The commits of ``revisions``, oldest first, each with the paths it changed against
+    its first parent (``changes``) and, with ``signers`` (an allowed-signers file), its SSH
+    signature status and key fingerprint."""
+    marks = _Marks()
+    header = ["%H", "%P", *(["%G?", "%GF"] if signers is not None else [])]
+    fields = [
+        marks.commit.decode(), *header, marks.name.decode(), "%an", marks.email.decode(), "%ae",
+        marks.end.decode(),
+    ]  # fmt: skip
+    options: list[str] = []
+    if signers is not None:
+        options = [
+            "-c", "gpg.format=ssh",
+            "-c", f"gpg.ssh.allowedSignersFile={signers}",
+            "-c", "gpg.ssh.program=ssh-keygen",
+        ]  # fmt: skip
+    walk = ["--first-parent"] if first_parent else ["--topo-order"]
+    diff = (
+        ["--diff-merges=first-parent", "--raw", "-r", "--root", "--no-renames", "--no-abbrev",
+         "--ignore-submodules=none"]
+        if changes
+        else ["--no-patch"]
+    )  # fmt: skip
+    out = run_git(
+        root,
+        *options,
+        "log",
+        "-z",
+        "--reverse",
+        "--no-mailmap",
+        "--no-color",
+        *walk,
+        *diff,
+        "--format=" + "%x00".join(fields),
+        "--end-of-options",
+        *revisions,
+        "--",
+    ).out
+    return list(_parse_log(out, marks, len(header)))
+
+
+def _parse_log(out: bytes, marks: _Marks, header: int) -> Iterator[Commit]:
+    """Records of :func:`_log`: ``header`` fields git writes (ids, signature status), then
+    the author's name and email between random marks, then the raw changes. Whatever a
+    person controls sits between two marks, so no name, email or path can shift a field or
+    forge a change."""
+    tokens = out.split(b"\0")
+    index = 0
+
+    def upto(mark: bytes) -> list[bytes]:
+        nonlocal index
+        start = index
+        while index < len(tokens) and tokens[index] != mark:
+            index += 1
+        if index == len(tokens):
+            raise GitError("git log printed a truncated record")
+        index += 1
+        return tokens[start : index - 1]
+
+    def text(parts: list[bytes]) -> str:
+        return "\ufffd".join(p.decode("utf-8", "replace") for p in parts)
+
+    while index < len(tokens):
+        token = tokens[index].lstrip(b"\n")
+        index += 1
+        if not token:
+            continue
+        if token != marks.commit:
+            raise GitError("git log printed an unexpected record")
+        fields = [f.decode("ascii", "replace") for f in upto(marks.name)]
+        if len(fields) != header or not _HEX.fullmatch(fields[0]):
+            raise GitError("git log printed a record without a commit id")
+        sha, parents = fields[0], tuple(fields[1].split())
+        if not all(_HEX.fullmatch(p) for p in parents):
+            raise GitError("git log printed a record with bad parents")
+        signature, fingerprint = (fields[2] or "N", fields[3]) if header == 4 else ("N", "")
+        name = text(upto(marks.email))
+        email = text(upto(marks.end))
+        found: list[Change] = []
+        while index < len(tokens):
+            token = tokens[index].lstrip(b"\n")
+            if token == marks.commit:
+                break
+            index += 1
+            if not token:
+                continue
+            raw = _RAW.fullmatch(token)
+            if raw is None or index >= len(tokens):
+                raise GitError("git log printed an unexpected change record")
+            path = tokens[index].decode("utf-8", "surrogateescape")
+            index += 1
+            old, new = raw.group(3).decode(), raw.group(4).decode()
+            found.append(
+                Change(
+                    path,
+                    None if _ZERO.fullmatch(old) else old,
+                    None if _ZERO.fullmatch(new) else new,
+                )
+            )
+        yield Commit(sha, parents, name, email, tuple(found), signature, fingerprint)
+
+
+def _allowed_signers(folder: str, keys: Iterable[str]) -> Path:
+    """An allowed-signers file for git (``gpg.ssh.allowedSignersFile``) listing ``keys``.
+
+    Only keys from a parsed ``access.yaml`` come here (the schema admits one
+    ``ssh-ed25519 <base64>`` line); the comment is dropped."""
+    path = Path(folder, "allowed_signers")
+    lines = []
+    for number, key in enumerate(dict.fromkeys(keys)):
+        parts = key.split()
+        if len(parts) >= 2 and ssh_fingerprint(key) is not None:
+            lines.append(f'key-{number}@relctl namespaces="git" {parts[0]} {parts[1]}\n')
+    path.write_text("".join(lines))
+    return path
+
+
+def _signatures(root: Path, revisions: Sequence[str], keys: Iterable[str]) -> dict[str, Commit]:
+    """Signature status and key of each commit of a first-parent range, by sha."""
+    with tempfile.TemporaryDirectory(prefix="relctl-signers-") as folder:
+        signers = _allowed_signers(folder, keys)
+        commits = _log(root, revisions, first_parent=True, changes=False, signers=signers)
+    return {c.sha: c for c in commits}
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger
+# --------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """Judges main, step by step along its first-parent chain, in the repository
+    ``repo_root`` (a work tree or a bare repository). Keeps the governance blobs it read,
+    so one instance per controller reads each version once."""
+
+    def __init__(self, repo_root: Path) -> None:
+        self.root = Path(repo_root)
+        if not self.root.is_dir():
+            raise GitError(f"{self.root} is not a directory")
+        self._blobs = _Blobs(self.root)
+
+    def start(self, anchor: str) -> TrustState:
+        """Trust the tree of ``anchor`` as it is: every file there is authorized.
+
+        Raises :class:`TrustError` when its ``access.yaml`` is missing, invalid, names no
+        master (or, when its ``relctl.yaml`` requires signed commits, no master with a
+        ``signingKey``); :class:`GitError` when ``anchor`` is not a commit."""
+        commit = _commit_of(self.root, anchor)
+        files = _tree(self.root, commit)
+        try:
+            self._blobs.rules(files)
+        except TrustError as exc:
+            raise TrustError(f"cannot start trust at {commit[:7]}: {exc}") from None
+        return TrustState(commit, commit, MappingProxyType(files), MappingProxyType({}))
+
+    def advance(self, state: TrustState, tip: str) -> Advance:
+        """Judge every step of main from ``state.commit`` to ``tip``.
+
+        When ``state.commit`` is not on ``tip``'s first-parent chain, nothing is judged: the
+        :class:`Divergence` names both commits and the state is returned unchanged."""
+        _check_revision(tip)
+        if tip == state.commit:
+            return Advance(state, None, 0)
+        try:
+            listing = run_git(
+                self.root, "rev-list", "--first-parent", "--parents", "--end-of-options",
+                tip, f"^{state.commit}", "--",
+            ).text  # fmt: skip
+        except GitError:
+            tip_sha, known = _resolve(self.root, tip, state.commit)
+            if tip_sha is None:
+                raise GitError(f"{tip!r:.80} is not a commit of {self.root}") from None
+            if known is None:
+                detail = f"{state.commit[:7]} is not in the repository any more"
+                return Advance(state, Divergence(state.commit, tip_sha, detail), 0)
+            raise
+        chain = [line.split() for line in reversed(listing.splitlines()) if line.strip()]
+        if not chain:
+            tip_sha = _commit_of(self.root, tip)
+            if tip_sha == state.commit:
+                return Advance(state, None, 0)
+            return Advance(state, Divergence(state.commit, tip_sha, "main went back"), 0)
+        tip_sha = chain[-1][0]
+        previous = state.commit
+        for entry in chain:
+            if len(entry) < 2 or entry[1] != previous:
+                return Advance(state, Divergence(state.commit, tip_sha), 0)
+            previous = entry[0]
+        range_ = [tip_sha, f"^{state.commit}"]
+        commits = _log(self.root, range_, first_parent=True)
+        if [c.sha for c in commits] != [entry[0] for entry in chain]:
+            raise GitError("git log and git rev-list disagree about main's first parents")
+        return Advance(self._judge(state, tip_sha, commits, range_), None, len(commits))
+
+    def _judge(
+        self, state: TrustState, tip: str, commits: Sequence[Commit], range_: Sequence[str]
+    ) -> TrustState:
+        governance = [
+            change.new
+            for commit in commits
+            for change in commit.changes
+            if change.path in GOVERNANCE_FILES
+        ]
+        self._blobs.fetch(
+            [state.authorized.get(ACCESS_FILE), state.authorized.get(CONFIG_FILE), *governance]
+        )
+        rules = self._rules(state.authorized)
+        config_changes = any(
+            change.path == CONFIG_FILE for commit in commits for change in commit.changes
+        )
+        if rules.signed or config_changes:
+            keys = list(rules.keys)
+            for commit in commits:
+                for change in commit.changes:
+                    if change.path == ACCESS_FILE:
+                        version, _why = self._blobs.access(change.new)
+                        keys += (
+                            [m.signing_key for m in version.members if m.signing_key]
+                            if version
+                            else []
+                        )
+            signed = _signatures(self.root, range_, keys)
+            commits = [
+                replace(c, signature=signed[c.sha].signature, fingerprint=signed[c.sha].fingerprint)
+                for c in commits
+            ]
+        authorized, refusals = dict(state.authorized), dict(state.refusals)
+        for commit in commits:
+            pending: list[Change] = []
+            for change in commit.changes:
+                if _is_status(change.path):
+                    continue
+                if authorized.get(change.path) == change.new:
+                    refusals.pop(change.path, None)  # back to the authorized version
+                else:
+                    pending.append(change)
+            rules_changed = False
+            for change, denial in _judge_commit(commit, pending, rules, self._blobs):
+                if denial is not None:
+                    refusals[change.path] = denial
+                    continue
+                refusals.pop(change.path, None)
+                if change.new is None:
+                    authorized.pop(change.path, None)
+                else:
+                    authorized[change.path] = change.new
+                rules_changed = rules_changed or change.path in GOVERNANCE_FILES
+            if rules_changed:
+                rules = self._rules(authorized)
+        return TrustState(
+            state.anchor, tip, MappingProxyType(authorized), MappingProxyType(refusals)
+        )
+
+    def _rules(self, authorized: Mapping[str, str]) -> _Rules:
+        try:
+            return self._blobs.rules(authorized)
+        except TrustError as exc:
+            raise TrustError(f"the authorized rules cannot be read: {exc}") from None
+
+    def access_in_force(self, state: TrustState) -> Access:
+        """The authorized ``access.yaml`` of ``state``."""
+        return self._rules(state.authorized).access
+
+    def config_blob_in_force(self, state: TrustState) -> str | None:
+        """The blob id of the authorized ``relctl.yaml`` (None: there is none)."""
+        return state.authorized.get(CONFIG_FILE)
+
+    def denial(
+        self, state: TrustState, paths_with_tip_oids: Mapping[str, str | None]
+    ) -> Denial | None:
+        """Why a release read from these files at the tip is not what main authorized, or
+        None. ``paths_with_tip_oids``: each file's blob id at the tip (None: absent there).
+
+        A file equal to its authorized version is fine whoever touched it last. Otherwise the
+        refusal recorded for it, or, when none explains it, a ``not-authorized`` denial."""
+        for path, oid in paths_with_tip_oids.items():
+            if _is_status(path) or state.authorized.get(path) == oid:
+                continue
+            found = state.refusals.get(path)
+            if found is not None:
+                return found
+            return Denial(
+                state.commit,
+                "",
+                path,
+                Reason.NOT_AUTHORIZED,
+                "the version main authorized",
+                "unknown",
+                f"no judged commit up to {state.commit[:7]} made it",
+            )
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Pull requests
+# --------------------------------------------------------------------------------------------
+
+
+def judge_range(repo_root: Path, base: str, head: str) -> list[Denial]:
+    """Every refused change of the commits ``merge-base(base, head)..head``, oldest first.
+
+    All commits are judged, not only first parents; a merge for its diff against its first
+    parent. The rules are those in force at ``base`` (main as CI sees it): its
+    ``access.yaml`` and ``relctl.yaml``; a change of either needs a master of base's
+    ``access.yaml``. A change to the content ``base`` or the merge base already has is not
+    the pull request's own (a merge of main into the branch). Finally each file the pull
+    request changes must hold a version one of its judged commits made: a merge that keeps
+    or brings an older version from outside the change is refused (``not-authorized``).
+
+    Raises :class:`GitError` for unknown revisions or unrelated histories, and
+    :class:`TrustError` when ``base`` has no valid ``access.yaml``.
+    """
+    root = Path(repo_root)
+    base_sha, head_sha = _resolve(root, base, head)
+    if base_sha is None or head_sha is None:
+        wrong = base if base_sha is None else head
+        raise GitError(f"{wrong!r:.80} is not a commit of {root}")
+    found = run_git(root, "merge-base", "--end-of-options", base_sha, head_sha, ok=(0, 1))
+    fork = found.text.strip()
+    if found.status == 1 or not _HEX.fullmatch(fork):
+        raise GitError(
+            f"{base_sha[:7]} and {head_sha[:7]} share no history (a shallow clone? fetch the "
+            "whole history, e.g. actions/checkout with fetch-depth: 0)"
+        )
+    if fork == head_sha:
+        return []
+    at_base = _tree(root, base_sha)
+    at_fork = at_base if fork == base_sha else _tree(root, fork)
+    blobs = _Blobs(root)
+    try:
+        rules = blobs.rules(at_base)
+    except TrustError as exc:
+        raise TrustError(f"the rules at {base_sha[:7]} cannot be read: {exc}") from None
+    revisions = [head_sha, f"^{fork}"]
+    if rules.signed:
+        with tempfile.TemporaryDirectory(prefix="relctl-signers-") as folder:
+            signers = _allowed_signers(folder, rules.keys)
+            commits = _log(root, revisions, first_parent=False, signers=signers)
+    else:
+        commits = _log(root, revisions, first_parent=False)
+    blobs.fetch(c.new for commit in commits for c in commit.changes if c.path in GOVERNANCE_FILES)
+    denials: list[Denial] = []
+    made: dict[str, set[str | None]] = {}
+    for commit in commits:
+        own = [
+            change
+            for change in commit.changes
+            if not _is_status(change.path)
+            and change.new != at_base.get(change.path)
+            and change.new != at_fork.get(change.path)
+        ]
+        for change, denial in _judge_commit(commit, own, rules, blobs):
+            made.setdefault(change.path, set()).add(change.new)
+            if denial is not None:
+                denials.append(denial)
+    head_commit = next(c for c in commits if c.sha == head_sha)
+    net = run_git(root, "diff-tree", "-r", "-z", "--no-renames", "--no-abbrev", fork, head_sha).out
+    tokens = net.split(b"\0")
+    for meta, raw_path in zip(tokens[0::2], tokens[1::2], strict=False):
+        entry = _RAW.fullmatch(meta.lstrip(b"\n"))
+        if entry is None:
+            continue
+        path = raw_path.decode("utf-8", "surrogateescape")
+        new = entry.group(4).decode()
+        tip = None if _ZERO.fullmatch(new) else new
+        if _is_status(path) or tip == at_base.get(path) or tip in made.get(path, ()):
+            continue
+        denials.append(
+            Denial(
+                head_sha,
+                head_commit.author,
+                path,
+                Reason.NOT_AUTHORIZED,
+                "a version any commit of the change made",
+                "unknown",
+                "a merge kept or brought it from outside the change, e.g. an older version",
+            )
+        )
+    return denials
+
+
+# --------------------------------------------------------------------------------------------
+# transitional: removed when reconcile uses Ledger
 # --------------------------------------------------------------------------------------------
 
 
 class AccessLog:
-    """The trusted access rules along the history of ``until`` in the repository ``repo_root``.
+    """transitional: removed when reconcile uses Ledger.
 
-    ``repo_root`` is a work tree or a bare repository; ``until`` any revision. Git runs a
-    constant number of times here and once per distinct ``since`` in :meth:`denials`.
-    """
+    The old per-pass interface ``controller.reconcile`` still calls, on top of a
+    :class:`Ledger` anchored at the root commit of ``until``'s first-parent chain (no anchor
+    from outside the repository: the orphan-root attack is only stopped once reconcile keeps a
+    real anchor and a :class:`TrustState`). Without a valid ``access.yaml`` at that root,
+    nothing is enforced, as before."""
 
     def __init__(self, repo_root: Path, until: str = "HEAD") -> None:
         self.root = Path(repo_root)
-        if not self.root.is_dir():
-            raise GitError(f"{self.root} is not a directory")
-        self.until = self._resolve(until)
-        self._ranges: dict[str | None, list[_Commit]] = {}
-        self._merge_checks: dict[tuple[str, str], bool] = {}
-        self._ancestry: dict[tuple[str, str], bool] = {}
-        self._indexes: dict[str | None, tuple[dict[str, list[int]], list[str]]] = {}
-        self._denials: dict[str, Denial] = {}  # governance commit -> its denial
-        self._governance_changes: dict[str, _Commit] = {}
-        self._versions: dict[tuple[str, str], bytes | None] = {}
-        self._keys: tuple[str, ...] = ()
-        self._signing_ever = False
-        self._state_after: dict[str, _Trusted] = {}
-        self._graph: dict[str, tuple[str, ...]] = {}
-        self._enforced = False
-        self._parsed: dict[str, tuple[Access | None, str]] = {}
-        self._build()
-
-    # -- public ----------------------------------------------------------------------------
+        self._ledger = Ledger(self.root)
+        tip = _commit_of(self.root, until)
+        roots = run_git(self.root, "rev-list", "--first-parent", "--max-parents=0", tip).text
+        self._tree = _tree(self.root, tip)
+        self._state: TrustState | None = None
+        try:
+            state = self._ledger.start(roots.split()[-1])
+        except TrustError:
+            return
+        self._state = self._ledger.advance(state, tip).state
 
     @property
     def enforced(self) -> bool:
-        """False when no ``access.yaml`` was ever trusted: then everything is allowed."""
-        return self._enforced
-
-    def access_at(self, commit: str) -> Access | None:
-        """The trusted ``access.yaml`` effective for ``commit`` (from its parents)."""
-        return self._state_before(self._resolve(commit)).access
-
-    def denials(self, paths: Sequence[str], *, since: str | None = None) -> list[Denial]:
-        """Every denial for commits in ``since..until`` touching ``paths``, oldest first.
-
-        ``paths`` are files or directories (``releases/shop/``), repository-relative.
-        Governance denials (untrusted changes of ``access.yaml``/``relctl.yaml``) are included
-        when ``paths`` include those files.
-        """
-        commits = self._range(since)
-        found: list[Denial] = []
-        for position, path in self._touching(since, paths):
-            denial = self._judge(commits[position], path)
-            if denial is not None:
-                found.append(denial)
-        return [d for d in found if not self._endorsed(d, commits)]
+        return self._state is not None
 
     def untrusted(self, file: str) -> Denial | None:
-        """The denial of the latest change to the governance ``file`` (``relctl.yaml``,
-        ``access.yaml``) when that change was not trusted: the file's content at ``until`` is
-        then not what a master decided. None when it was trusted or never changed."""
-        latest = None
-        for sha, change in self._governance_changes.items():  # topological order
-            if file in change.paths:
-                latest = sha
-        denial = self._denials.get(latest) if latest is not None else None
-        return replace(denial, path=file) if denial is not None else None
+        return self.authorize([file])
 
     def authorize(self, paths: Sequence[str], *, since: str | None = None) -> Denial | None:
-        """The first denial for commits in ``since..until`` touching ``paths``, or None."""
-        found = self.denials(paths, since=since)
-        return found[0] if found else None
-
-    # -- git -------------------------------------------------------------------------------
-
-    def _git(self, *args: str, data: bytes | None = None, ok: Iterable[int] = (0,)) -> bytes:
-        command = [
-            "git",
-            "--no-replace-objects",
-            "-c",
-            "log.showSignature=false",
-            "-c",
-            "core.quotePath=false",
-            *args,
-        ]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        try:
-            done = subprocess.run(
-                command, cwd=self.root, input=data, capture_output=True, env=env, check=False
-            )
-        except OSError as exc:
-            raise GitError(f"cannot run git: {exc.strerror or exc}") from exc
-        if done.returncode not in ok:
-            raise GitError(f"git {args[0]} in {self.root} failed: {_one_line(done.stderr)}")
-        return done.stdout
-
-    def _resolve(self, revision: str) -> str:
-        if not revision or revision.startswith("-"):
-            raise GitError(f"not a revision: {revision!r}")
-        try:
-            out = self._git("rev-parse", "--verify", "--end-of-options", f"{revision}^{{commit}}")
-        except GitError as exc:
-            raise GitError(f"{revision!r} is not a commit of {self.root} ({exc})") from None
-        return out.decode().strip()
-
-    def _log(
-        self,
-        revisions: Sequence[str],
-        *,
-        signed: bool,
-        allowed: Path | None,
-        pathspec: Sequence[str] = _PATHSPEC,
-    ) -> list[_Commit]:
-        """Commits of ``revisions`` touching ``pathspec``, oldest first, with their files."""
-        fields = _FIELDS_SIGNED if signed else _FIELDS_PLAIN
-        mark = _new_mark()
-        options: list[str] = []
-        if signed:
-            assert allowed is not None
-            options = [
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                f"gpg.ssh.allowedSignersFile={allowed}",
-                "-c",
-                "gpg.ssh.program=ssh-keygen",
-            ]
-        out = self._git(
-            *options,
-            "log",
-            "-z",
-            "--topo-order",
-            "--reverse",
-            "--full-history",
-            "--no-mailmap",
-            "--no-renames",
-            "-c",
-            "--name-only",
-            "--format=" + "%x00".join(("%x00" + mark, *fields)) + "%x00",
-            *revisions,
-            "--",
-            *pathspec,
-        )
-        return list(_parse_log(out.decode("utf-8", errors="replace"), len(fields), mark))
-
-    def _signed_log(
-        self, revisions: Sequence[str], pathspec: Sequence[str] = _PATHSPEC
-    ) -> list[_Commit]:
-        with tempfile.TemporaryDirectory(prefix="relctl-signers-") as temp:
-            allowed = Path(temp, "allowed_signers")
-            allowed.write_text(
-                "".join(
-                    f'key-{n}@relctl namespaces="git" {" ".join(key.split()[:2])}\n'
-                    for n, key in enumerate(self._keys)
-                )
-            )
-            return self._log(revisions, signed=True, allowed=allowed, pathspec=pathspec)
-
-    # -- the trust chain -------------------------------------------------------------------
-
-    def _build(self) -> None:
-        graph_out = self._git(
-            "rev-list",
-            "--topo-order",
-            "--reverse",
-            "--full-history",
-            "--parents",
-            self.until,
-            "--",
-            *_PATHSPEC,
-        ).decode()
-        order: list[str] = []
-        for line in graph_out.splitlines():
-            shas = line.split()
-            if shas:
-                order.append(shas[0])
-                self._graph[shas[0]] = tuple(shas[1:])
-        changes = [
-            c
-            for c in self._log([self.until], signed=False, allowed=None)
-            if any(p in GOVERNANCE_FILES for p in c.paths)
-        ]
-        self._read_versions(changes)
-        self._keys = tuple(
-            dict.fromkeys(
-                member.signing_key
-                for (sha, file), data in self._versions.items()
-                if file == ACCESS_FILE and data is not None
-                for access in [self._access_version(sha, data)[0]]
-                if access is not None
-                for member in access.members
-                if member.signing_key
-            )
-        )
-        self._signing_ever = any(
-            _require_signed(data)
-            for (_sha, file), data in self._versions.items()
-            if file == CONFIG_FILE and data is not None
-        )
-        if self._signing_ever and changes:
-            changes = [
-                c
-                for c in self._signed_log([self.until])
-                if any(p in GOVERNANCE_FILES for p in c.paths)
-            ]
-        self._governance_changes = {c.sha: c for c in changes}
-        tofu_done = False
-        for index, sha in enumerate(order):
-            before = self._merge_states(self._graph[sha])
-            change = self._governance_changes.get(sha)
-            if change is None:
-                self._state_after[sha] = before
-                continue
-            after, denial, tofu = self._trust(change, before, index, tofu_done)
-            tofu_done = tofu_done or tofu
-            self._state_after[sha] = after
-            self._enforced = self._enforced or after.access is not None
-            if denial is not None:
-                self._denials[sha] = denial
-
-    def _read_versions(self, changes: Sequence[_Commit]) -> None:
-        """The bytes of each governance file each change left (None: deleted), in one call."""
-        wanted = [(c.sha, f) for c in changes for f in GOVERNANCE_FILES if f in c.paths]
-        if not wanted:
-            return
-        request = "".join(f"{sha}:{file}\n" for sha, file in wanted).encode()
-        out = self._git("cat-file", "--batch", data=request)
-        position = 0
-        for key in wanted:
-            end = out.index(b"\n", position)
-            header = out[position:end].split()
-            position = end + 1
-            if len(header) == 3 and header[1] == b"blob":
-                size = int(header[2])
-                self._versions[key] = out[position : position + size]
-                position += size + 1
-            else:
-                self._versions[key] = None
-                if len(header) == 3:  # a tree or something else where a file should be
-                    position += int(header[2]) + 1
-
-    def _access_version(self, sha: str, data: bytes) -> tuple[Access | None, str]:
-        if sha not in self._parsed:
-            self._parsed[sha] = _parse_access(data)
-        return self._parsed[sha]
-
-    def _merge_states(self, parents: Sequence[str]) -> _Trusted:
-        states = [self._state_after.get(p, _NOTHING) for p in parents]
-        return max(states, key=lambda s: s.order, default=_NOTHING)
-
-    def _state_before(self, sha: str) -> _Trusted:
-        if sha in self._graph:
-            return self._merge_states(self._graph[sha])
-        out = self._git(
-            "rev-list", "--topo-order", "--full-history", "--max-count=1", sha, "--", *_PATHSPEC
-        )
-        top = out.decode().strip()
-        return self._state_after.get(top, _NOTHING)
-
-    def _trust(
-        self, change: _Commit, before: _Trusted, order: int, tofu_done: bool
-    ) -> tuple[_Trusted, Denial | None, bool]:
-        """(state after ``change``, its denial if untrusted, whether it was trust on first use)."""
-        access, require_signed = before.access, before.require_signed
-        access_changed = ACCESS_FILE in change.paths
-        problem = ""
-        if access_changed:
-            data = self._versions.get((change.sha, ACCESS_FILE))
-            if data is None:
-                problem = "access.yaml was deleted; access control cannot be switched off"
-            else:
-                access, problem = self._access_version(change.sha, data)
-        if CONFIG_FILE in change.paths:
-            data = self._versions.get((change.sha, CONFIG_FILE))
-            flag = _require_signed(data) if data is not None else None
-            require_signed = require_signed if flag is None else flag
-        after = _Trusted(change.sha, access, require_signed, order, before)
-        if before.access is None:  # no access control yet
-            if not access_changed:
-                return after, None, False
-            if problem:
-                return before, self._governance_denial(change, problem), False
-            if tofu_done:
-                problem = "an access.yaml was already trusted on first use on another branch"
-                return before, self._governance_denial(change, problem), False
-            return after, None, True  # trust on first use
-        if problem:
-            return before, self._governance_denial(change, problem), False
-        for path in GOVERNANCE_FILES:
-            if path in change.paths:
-                denial = self._check(change, path, before, merge_excuse=False)
-                if denial is not None:
-                    return before, denial, False
-        return after, None, False
-
-    def _governance_denial(self, change: _Commit, problem: str) -> Denial:
-        return Denial(
-            commit=change.sha,
-            author=change.author,
-            path=ACCESS_FILE,
-            reason=Reason.UNTRUSTED_ACCESS,
-            missing="a valid access.yaml (the change is ignored)",
-            identity="unknown",
-            detail=problem,
-        )
-
-    # -- judging ---------------------------------------------------------------------------
-
-    def _range(self, since: str | None) -> list[_Commit]:
-        cached = self._ranges.get(since)
-        if cached is None:
-            revisions = [self.until] if since is None else [f"^{self._resolve(since)}", self.until]
-            if self._signing_ever:
-                cached = self._signed_log(revisions, _RANGE_PATHSPEC)
-            else:
-                cached = self._log(revisions, signed=False, allowed=None, pathspec=_RANGE_PATHSPEC)
-            self._ranges[since] = cached
-        return cached
-
-    def _touching(self, since: str | None, paths: Sequence[str]) -> list[tuple[int, str]]:
-        """(position in the range, file) of every change to ``paths`` (files, or directories
-        with everything below), oldest first. Indexed per range: a commit touching 10,000
-        files costs a lookup per release, not a scan."""
-        index = self._indexes.get(since)
-        if index is None:
-            by_path: dict[str, list[int]] = {}
-            for position, commit in enumerate(self._range(since)):
-                for path in commit.paths:
-                    by_path.setdefault(path, []).append(position)
-            index = self._indexes[since] = (by_path, sorted(by_path))
-        by_path, files = index
-        hits: set[tuple[int, str]] = set()
-        for wanted in paths:
-            base = wanted.strip("/")
-            hits.update((position, base) for position in by_path.get(base, ()))
-            prefix = base + "/"
-            at = bisect.bisect_left(files, prefix)
-            while at < len(files) and files[at].startswith(prefix):
-                hits.update((position, files[at]) for position in by_path[files[at]])
-                at += 1
-        return sorted(hits)
-
-    def _judge(self, commit: _Commit, path: str) -> Denial | None:
-        state = self._state_before(commit.sha)
-        if path in GOVERNANCE_FILES and commit.sha in self._governance_changes:
-            denial = self._denials.get(commit.sha)
-            if denial is None:
-                return None  # a trusted change
-            if denial.reason == Reason.UNTRUSTED_ACCESS:
-                return replace(denial, path=path)
-            return self._check(commit, path, state, merge_excuse=False)
-        return self._check(commit, path, state)
-
-    def _check(
-        self, commit: _Commit, path: str, state: _Trusted, *, merge_excuse: bool = True
-    ) -> Denial | None:
-        """The denial of ``commit`` changing ``path`` under the governance ``state``, if any.
-
-        ``merge_excuse``: a merge whose file is a clean merge of its parents is not judged
-        (never for governance changes: their content decides the rules, so only a master's
-        merge makes it trusted). Checked last: it costs a ``git merge-tree``.
-        """
-        denial = self._refusal(commit, path, state)
-        clean_merge = denial is not None and merge_excuse and commit.merge
-        if clean_merge and self._clean_merge_result(commit, path):
-            return None  # the merge only combined its parents: their commits are judged
-        return denial
-
-    def _refusal(self, commit: _Commit, path: str, state: _Trusted) -> Denial | None:
-        if state.access is None:
-            return None  # no access.yaml trusted yet: no access control
-        verdict = self._identify(commit, state)
-        if verdict.denial is not None:
-            reason, missing, identity, detail = verdict.denial
-            return Denial(commit.sha, commit.author, path, reason, missing, identity, detail)
-        member = verdict.member
-        assert member is not None
-        mini_program = _mini_program(path)
-        if path in GOVERNANCE_FILES or mini_program is None:
-            if member.role is Role.MASTER:
-                return None
-            if path in GOVERNANCE_FILES:
-                why = f"{path} may only be changed by a master"
-            elif path.startswith(f"{RELEASES_DIR}/"):
-                why = f"files directly under {RELEASES_DIR}/ may only be changed by a master"
-            else:
-                why = (
-                    f"files outside {RELEASES_DIR}/<mini-program>/ that releases read "
-                    "may only be changed by a master"
-                )
-            reason, missing = Reason.NOT_MASTER, f"the master role ({why})"
-        elif member.may_release(mini_program):
+        del since  # the ledger judges main's whole first-parent chain
+        if self._state is None:
             return None
-        else:
-            reason, missing = Reason.NO_RIGHT, f"release rights for mini program {mini_program}"
-        return Denial(
-            commit.sha, commit.author, path, reason, missing, _person(member), _rights(member)
-        )
-
-    def _identify(self, commit: _Commit, state: _Trusted) -> _Verdict:
-        access = state.access
-        assert access is not None
-        if not state.require_signed:
-            member = access.member(commit.email)
-            if member is not None:
-                return _Verdict(member)
-            return _Verdict(
-                None,
-                (
-                    Reason.NOT_A_MEMBER,
-                    "membership in access.yaml",
-                    "unknown",
-                    f"{commit.email} is not a member",
-                ),
-            )
-        signed_missing = "an SSH signature by a member's key (requireSignedCommits is on)"
-        if commit.signature == "N":
-            return _Verdict(None, (Reason.UNSIGNED, signed_missing, "unknown", "not signed"))
-        word = _SIGNATURE_WORDS.get(commit.signature, f"status {commit.signature!r}")
-        if not commit.key:
-            detail = f"git reports the signature as {word}"
-            return _Verdict(None, (Reason.BAD_SIGNATURE, signed_missing, "unknown", detail))
-        matching = [
-            m
-            for m in access.members
-            if m.signing_key and ssh_fingerprint(m.signing_key) == commit.key
-        ]
-        if not matching:
-            detail = f"signed with key {commit.key}, which no member lists"
-            return _Verdict(
-                None,
-                (Reason.UNKNOWN_KEY, "a signing key listed in access.yaml", "unknown", detail),
-            )
-        if commit.signature != "G":
-            detail = f"git reports the signature as {word}"
-            return _Verdict(None, (Reason.BAD_SIGNATURE, signed_missing, "unknown", detail))
-        # Two members listing one key is a mistake in access.yaml: prefer the named author.
-        named = [m for m in matching if m.email.casefold() == commit.email.casefold()]
-        return _Verdict((named or matching)[0])
-
-    def _endorsed(self, denial: Denial, commits: Sequence[_Commit]) -> bool:
-        """Whether a master later committed to the denied file on top of the denied commit.
-
-        A master's own commit to a file says "this file is right as it is now" (a revert of
-        the refused change, or any edit that keeps it): it clears earlier denials of that file
-        made by commits it descends from. A commit on a parallel branch clears nothing: its
-        author never saw the refused change. Governance files are not endorsed this way: a
-        master's trusted change of them replaces their rules anyway.
-        """
-        if denial.path in GOVERNANCE_FILES:
-            return False
-        for commit in reversed(commits):
-            if commit.sha == denial.commit:
-                return False  # only later commits (topological order) can descend from it
-            if denial.path not in commit.paths:
-                continue
-            state = self._state_before(commit.sha)
-            if state.access is None:
-                continue
-            verdict = self._identify(commit, state)
-            master = verdict.member is not None and verdict.member.role is Role.MASTER
-            if master and self._is_ancestor(denial.commit, commit.sha):
-                return True
-        return False
-
-    def _is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        key = (ancestor, descendant)
-        if key not in self._ancestry:
-            try:
-                done = subprocess.run(
-                    ["git", "merge-base", "--is-ancestor", ancestor, descendant],
-                    cwd=self.root,
-                    capture_output=True,
-                    check=False,
-                )
-            except OSError as exc:
-                raise GitError(f"cannot run git: {exc.strerror or exc}") from exc
-            if done.returncode not in (0, 1):
-                raise GitError(f"git merge-base in {self.root} failed: {_one_line(done.stderr)}")
-            self._ancestry[key] = done.returncode == 0
-        return self._ancestry[key]
-
-    def _clean_merge_result(self, merge: _Commit, path: str) -> bool:
-        """True when ``path`` in ``merge`` is what a clean merge of its parents gives."""
-        if len(merge.parents) != 2:
-            return False  # octopus merges are judged as their merger's own change
-        key = (merge.sha, path)
-        if key not in self._merge_checks:
-            tree = self._git(
-                "merge-tree", "--write-tree", "--no-messages", *merge.parents, ok=(0, 1)
-            )
-            lines = tree.decode().splitlines()
-            clean_tree = lines[0].strip() if lines else ""
-            request = f"{clean_tree}:{path}\n{merge.sha}:{path}\n".encode()
-            out = self._git("cat-file", "--batch-check=%(objectname)", data=request).split()
-            self._merge_checks[key] = len(out) == 2 and out[0] == out[1] and b"missing" not in out
-        return self._merge_checks[key]
-
-
-def _parse_log(text: str, count: int, mark: str) -> Iterator[_Commit]:
-    """Records of ``mark`` + ``count`` fields, each followed by the paths it changed (the
-    controller's own ``status/`` files left out)."""
-    tokens = [t.lstrip("\n") for t in text.split("\0")]
-    index = 0
-    while index < len(tokens):
-        if tokens[index] != mark:
-            index += 1
-            continue
-        values = tokens[index + 1 : index + 1 + count]
-        index += 1 + count
-        paths: list[str] = []
-        while index < len(tokens) and tokens[index] != mark:
-            if tokens[index] and not tokens[index].startswith(_STATUS_PREFIX):
-                paths.append(tokens[index])
-            index += 1
-        if len(values) < count:
-            break
-        sha, name, email, parents = values[:4]
-        signature, key = (values[4], values[5]) if count > 4 else ("N", "")
-        yield _Commit(
-            sha, name, email, tuple(parents.split()), tuple(dict.fromkeys(paths)), signature, key
-        )
-
-
-def _one_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("fatal:", "error:")):
-            return line
-    return lines[-1] if lines else "no error output"
+        return self._ledger.denial(self._state, {p: self._tree.get(p) for p in paths})
 
 
 # --------------------------------------------------------------------------------------------

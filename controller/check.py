@@ -41,12 +41,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.access import AccessLog
 from controller.access import Reason as AccessReason
+from controller.access import TrustError, judge_range
 from controller.gitops import STATUS_DIR, GitError, resolve_revision, revision_tree
 from controller.manifests import (
     ACCESS_FILE,
-    CONFIG_FILE,
     MANIFEST_SUFFIXES,
     RELEASES_DIR,
     LoadResult,
@@ -78,8 +77,6 @@ FROZEN_STAGES = frozenset(
 )
 #: Stages whose observed grayscale is a floor for the manifest's.
 _EXPOSED = frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE})
-#: What a commit needs a right in ``access.yaml`` to change.
-_GUARDED = (f"{RELEASES_DIR}/", ACCESS_FILE, CONFIG_FILE)
 _SIGN = "sign the commit with the SSH key access.yaml records for you (policy.requireSignedCommits)"
 #: How to fix a denial, by its reason.
 _FORBIDDEN_HINTS: Mapping[str, str] = {
@@ -89,8 +86,11 @@ _FORBIDDEN_HINTS: Mapping[str, str] = {
     "the mini program) make this commit, or ask a master to grant you the right in access.yaml "
     "in a change of its own",
     AccessReason.NOT_MASTER: "ask a master to make this change",
-    AccessReason.UNTRUSTED_ACCESS: "access.yaml and relctl.yaml only change by a master's commit: "
-    "ask a master to make this change",
+    AccessReason.UNTRUSTED_ACCESS: "access.yaml and relctl.yaml only change by a master's commit "
+    "that leaves rules relctl can read: at least one master (with a signingKey when signed "
+    "commits are required), and a readable policy",
+    AccessReason.NOT_AUTHORIZED: "make every change in commits of the pull request, by members "
+    "with the right; do not merge older versions of files into the branch",
     AccessReason.UNSIGNED: _SIGN,
     AccessReason.BAD_SIGNATURE: _SIGN,
     AccessReason.UNKNOWN_KEY: _SIGN,
@@ -155,10 +155,7 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
         for file in manifests:
             problems.extend(change.judge(file))
         problems.extend(_status_edits(head_root, changed))
-        shared = sorted(
-            {f for r in after.releases for f in r.sources if not f.startswith(f"{RELEASES_DIR}/")}
-        )
-        problems.extend(_forbidden(repo_root, base_sha, head_sha, shared))
+        problems.extend(_forbidden(repo_root, base_sha, head_sha))
     return CheckResult(
         base=base_sha,
         head=head_sha,
@@ -388,17 +385,28 @@ def _status_edits(head_root: Path, changed: Iterable[str]) -> Iterator[Problem]:
         )
 
 
-def _forbidden(
-    repo_root: Path, base_sha: str, head_sha: str, shared: Sequence[str]
-) -> Iterator[Problem]:
-    """A ``forbidden`` problem per file a commit of ``base..head`` changed without the right.
+def _forbidden(repo_root: Path, base_sha: str, head_sha: str) -> Iterator[Problem]:
+    """A ``forbidden`` problem per file a commit of the change changed without the right.
 
-    :class:`controller.access.AccessLog` judges every commit of the range that touches
-    ``releases/``, the governance files or a tester file outside ``releases/`` (``shared``;
-    a master's), under the trusted ``access.yaml`` of its parents.
+    :func:`controller.access.judge_range` judges every commit of ``merge-base..head`` under
+    the ``access.yaml`` and ``relctl.yaml`` of the base (every path but ``status/``, which
+    ``status-edited`` covers).
     """
-    log = AccessLog(repo_root, until=head_sha)
-    for denial in log.denials([*_GUARDED, *shared], since=base_sha):
+    try:
+        denials = judge_range(repo_root, base_sha, head_sha)
+    except TrustError as exc:
+        yield Problem(
+            ACCESS_FILE,
+            1,
+            1,
+            "",
+            Severity.ERROR,
+            "forbidden",
+            f"no change can be authorized: {exc}",
+            "a master must commit a valid access.yaml with at least one master on the base branch",
+        )
+        return
+    for denial in denials:
         yield Problem(
             denial.path,
             1,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from controller.access import AccessLog
+from controller.access import TrustError, judge_range
 from controller.gitops import resolve_revision, revision_tree
 from controller.manifests import LoadResult, Problem, Severity, load_repository
 from controller.model import Action, Observed, Outcome, Phase, Plan, Release, Status, Step
@@ -98,17 +98,23 @@ def _access(
     repo_root: Path, base: str, head: str, after: LoadResult, changes: list[ReleaseChange]
 ) -> list[ReleaseChange]:
     """Mark releases the controller will refuse as Forbidden: a commit of the change touched
-    their files without the right to (access.yaml, as the controller enforces it)."""
-    log = AccessLog(repo_root, until=head)
-    if not log.enforced:
-        return changes
+    their files without the right to (:func:`controller.access.judge_range`)."""
+    try:
+        denials = judge_range(repo_root, base, head)
+    except TrustError as exc:
+        why: dict[str, str] = {"": f"no change can be authorized: {exc}"}
+    else:
+        why = {}
+        for denial in denials:
+            why.setdefault(denial.path, denial.message)
     sources = {r.key: r.sources or (r.path,) for r in after.releases}
     judged: list[ReleaseChange] = []
     for change in changes:
-        denial = None
+        refusal = None
         if change.kind in ("added", "changed") and change.key in sources:
-            denial = log.authorize(list(sources[change.key]), since=base)
-        if denial is None:
+            found = [why[p] for p in ("", *sources[change.key]) if p in why]
+            refusal = found[0] if found else None
+        if refusal is None:
             judged.append(change)
             continue
         judged.append(
@@ -116,7 +122,7 @@ def _access(
                 change,
                 phase_after=str(Phase.FORBIDDEN),
                 steps=(),
-                then=f"refused: {denial.message}",
+                then=f"refused: {refusal}",
                 refused=True,
             )
         )

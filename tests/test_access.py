@@ -1,16 +1,46 @@
-"""Access control on commits (controller/access.py), against real git repositories and keys."""
+"""Access rules on main (controller/access.py), against real git repositories and SSH keys.
+
+Each test commits as people, then moves a :class:`Ledger` from the first commit (the anchor)
+to main and reads what it authorized and refused. The attacks on trust itself (forged
+anchors, force pushes, revocation) are in ``tests/security/test_trust_history.py``.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gitutil import git, identity, isolate_git, write_files
+from gitutil import isolate_git
+from historyutil import (
+    AISYAH,
+    BUDI,
+    EVE,
+    JOSE,
+    LIM,
+    MARIA,
+    REWARDS,
+    SHOP,
+    History,
+    Person,
+    access_yaml,
+    make_keys,
+    public,
+    relctl_yaml,
+)
 
-from controller.access import AccessLog, Denial, render_codeowners, ssh_fingerprint
+import controller.access
+from controller.access import (
+    AccessLog,
+    Denial,
+    Ledger,
+    TrustError,
+    TrustState,
+    judge_range,
+    render_codeowners,
+    ssh_fingerprint,
+)
 from controller.gitops import GitError
 from controller.manifests import Access, Member, Role
 
@@ -20,119 +50,23 @@ def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate_git(monkeypatch, tmp_path / "home")
 
 
-@dataclass(frozen=True)
-class Person:
-    name: str
-    email: str
-
-    @property
-    def author(self) -> str:
-        return f"{self.name} <{self.email}>"
-
-
-MARIA = Person("Maria Santos", "maria.santos@example.com")  # master
-BUDI = Person("Budi Hartono", "budi.hartono@example.com")  # owner of shop
-AISYAH = Person("Aisyah Rahman", "aisyah.rahman@example.com")  # owner of rewards
-JOSE = Person("Jose Reyes", "jose.reyes@example.com")  # developer of shop
-EVE = Person("Eve Outsider", "eve@example.com")  # not a member
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Private key paths (the .pub next to each) for maria, budi and a stranger."""
-    folder = tmp_path_factory.mktemp("keys")
-    found = {}
-    for name in ("maria", "budi", "stranger"):
-        path = folder / name
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path), "-C", name],
-            check=True,
-        )
-        found[name] = path
-    return found
-
-
-def public(key: Path) -> str:
-    return Path(f"{key}.pub").read_text().strip()
-
-
-def access_yaml(*, budi: tuple[str, ...] = ("shop",), keys: Mapping[str, str] | None = None) -> str:
-    keys = keys or {}
-
-    def key(name: str) -> str:
-        return f'    signingKey: "{keys[name]}"\n' if name in keys else ""
-
-    return (
-        "apiVersion: relctl/v1\nkind: Access\nmembers:\n"
-        f"  - email: {MARIA.email}\n    name: {MARIA.name}\n    role: master\n{key('maria')}"
-        f"  - email: {BUDI.email}\n    name: {BUDI.name}\n    role: owner\n"
-        f"    miniPrograms: [{', '.join(budi)}]\n{key('budi')}"
-        f"  - email: {AISYAH.email}\n    name: {AISYAH.name}\n    role: owner\n"
-        "    miniPrograms: [rewards]\n"
-        f"  - email: {JOSE.email}\n    name: {JOSE.name}\n    role: developer\n"
-        "    miniPrograms: [shop]\n"
-    )
-
-
-def relctl_yaml(*, signed: bool) -> str:
-    return (
-        "apiVersion: relctl/v1\nkind: Config\ntargetApps:\n  gcash:\n    name: GCash\n"
-        f"policy:\n  requireSignedCommits: {'true' if signed else 'false'}\n"
-    )
-
-
-class Repo:
-    """A work tree where people commit (optionally SSH-signed)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        git(path.parent, "init", "--quiet", "--initial-branch=main", str(path))
-
-    def commit(
-        self,
-        files: Mapping[str, str | None],
-        by: Person,
-        *,
-        key: Path | None = None,
-        message: str = "change",
-    ) -> str:
-        write_files(self.path, files)
-        git(self.path, "add", "--all")
-        signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}"] if key else []
-        sign = ["-S"] if key else []
-        env = identity(by.name, by.email)
-        git(
-            self.path, *signing, "commit", "--quiet", *sign, "--allow-empty", "-m", message, env=env
-        )
-        return self.head
-
-    def git(self, *args: str, by: Person = MARIA) -> str:
-        return git(self.path, *args, env=identity(by.name, by.email))
-
-    @property
-    def head(self) -> str:
-        return git(self.path, "rev-parse", "HEAD")
-
-    def denials(self, *paths: str, since: str | None = None) -> list[Denial]:
-        return AccessLog(self.path).denials(list(paths) or ["releases/"], since=since)
+    return make_keys(tmp_path_factory.mktemp("keys"), "maria", "budi", "stranger")
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    """A release repository whose first commit (by Maria) adds access.yaml and relctl.yaml."""
-    made = Repo(tmp_path / "repo")
-    made.commit(
-        {"access.yaml": access_yaml(), "relctl.yaml": relctl_yaml(signed=False)},
-        MARIA,
-        message="access",
-    )
+def repo(tmp_path: Path) -> History:
+    """A release repository whose first commit (by Maria) is the anchor."""
+    made = History(tmp_path / "repo")
+    made.commit({"access.yaml": access_yaml(), "relctl.yaml": relctl_yaml(signed=False)}, MARIA)
     return made
 
 
 @pytest.fixture
-def signed_repo(tmp_path: Path, keys: dict[str, Path]) -> Repo:
+def signed_repo(tmp_path: Path, keys: dict[str, Path]) -> History:
     """Signed commits required; Maria and Budi list their keys."""
-    made = Repo(tmp_path / "repo")
+    made = History(tmp_path / "repo")
     listed = {"maria": public(keys["maria"]), "budi": public(keys["budi"])}
     made.commit(
         {"access.yaml": access_yaml(keys=listed), "relctl.yaml": relctl_yaml(signed=True)},
@@ -142,8 +76,23 @@ def signed_repo(tmp_path: Path, keys: dict[str, Path]) -> Repo:
     return made
 
 
-def reasons(denials: list[Denial]) -> list[tuple[str, str]]:
-    return [(d.reason, d.path) for d in denials]
+def anchor_of(repo: History) -> str:
+    return repo.git("rev-list", "--first-parent", "--max-parents=0", "HEAD")
+
+
+def judged(repo: History, tip: str = "HEAD") -> TrustState:
+    ledger = Ledger(repo.path)
+    advance = ledger.advance(ledger.start(anchor_of(repo)), tip)
+    assert advance.diverged is None
+    return advance.state
+
+
+def refused(state: TrustState) -> list[tuple[str, str]]:
+    return sorted((d.path, d.reason) for d in state.refusals.values())
+
+
+def denial(repo: History, state: TrustState, *paths: str) -> Denial | None:
+    return Ledger(repo.path).denial(state, {p: repo.blob(p) for p in paths})
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,261 +100,224 @@ def reasons(denials: list[Denial]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_owner_may_change_their_mini_program(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    assert repo.denials("releases/shop/") == []
+def test_owner_may_change_their_mini_program(repo: History) -> None:
+    repo.commit({SHOP: "a\n"}, BUDI)
+    state = judged(repo)
+    assert refused(state) == []
+    assert state.authorized[SHOP] == repo.blob(SHOP)
+    assert denial(repo, state, SHOP) is None
 
 
-def test_owner_changing_another_mini_program_is_refused(repo: Repo) -> None:
-    sha = repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    (denial,) = repo.denials("releases/rewards/gcash.yaml")
-    assert denial.commit == sha
-    assert denial.reason == "no-right"
-    assert denial.identity == BUDI.author
-    assert denial.missing == "release rights for mini program rewards"
-    assert denial.message == (
+def test_owner_changing_another_mini_program_is_refused(repo: History) -> None:
+    sha = repo.commit({REWARDS: "a\n"}, BUDI)
+    state = judged(repo)
+    found = denial(repo, state, REWARDS)
+    assert found is not None and found == state.refusals[REWARDS]
+    assert (found.commit, found.reason, found.identity) == (sha, "no-right", BUDI.author)
+    assert found.missing == "release rights for mini program rewards"
+    assert found.message == (
         f"commit {sha[:7]} by Budi Hartono <budi.hartono@example.com> changed "
         "releases/rewards/gcash.yaml without release rights for mini program rewards "
         "(an owner of: shop)"
     )
-    assert denial.to_dict()["reason"] == "no-right"
-    assert AccessLog(repo.path).authorize(["releases/rewards/"]) == denial
+    assert REWARDS not in state.authorized
 
 
-def test_non_member_is_refused(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, EVE)
-    (denial,) = repo.denials("releases/shop/")
-    assert denial.reason == "not-a-member"
-    assert denial.identity == "unknown"
-    assert "Eve Outsider <eve@example.com> (unverified)" in denial.message
+def test_non_member_is_refused(repo: History) -> None:
+    repo.commit({SHOP: "a\n"}, EVE)
+    found = judged(repo).refusals[SHOP]
+    assert (found.reason, found.identity) == ("not-a-member", "unknown")
+    assert "Eve Outsider <eve@example.com> (unverified)" in found.message
 
 
-def test_author_email_matches_members_case_insensitively(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, Person("Budi", "Budi.Hartono@EXAMPLE.com"))
-    assert repo.denials("releases/shop/") == []
+def test_author_email_matches_members_case_insensitively(repo: History) -> None:
+    repo.commit({SHOP: "a\n"}, Person("Budi", "Budi.Hartono@EXAMPLE.com"))
+    assert refused(judged(repo)) == []
 
 
-def test_developer_may_change_assigned_mini_program_only(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, JOSE)
-    repo.commit({"releases/rewards/gcash.yaml": "a\n"}, JOSE)
-    assert reasons(repo.denials("releases/")) == [("no-right", "releases/rewards/gcash.yaml")]
-    assert "a developer of: shop" in repo.denials("releases/")[0].message
+def test_developer_may_change_assigned_mini_program_only(repo: History) -> None:
+    repo.commit({SHOP: "a\n"}, JOSE)
+    repo.commit({REWARDS: "a\n"}, JOSE)
+    state = judged(repo)
+    assert refused(state) == [(REWARDS, "no-right")]
+    assert "a developer of: shop" in state.refusals[REWARDS].message
 
 
-def test_master_may_change_every_file(repo: Repo) -> None:
+def test_master_may_change_every_file(repo: History) -> None:
     repo.commit(
         {
-            "releases/rewards/gcash.yaml": "a\n",
-            "releases/shop/gcash.yaml": "b\n",
+            REWARDS: "a\n",
+            SHOP: "b\n",
             "releases/loose.yaml": "c\n",
+            ".gitattributes": "* -text\n",
             "access.yaml": access_yaml(budi=("shop", "rewards")),
             "relctl.yaml": relctl_yaml(signed=False) + "# changed\n",
         },
         MARIA,
     )
-    assert repo.denials("releases/", "access.yaml", "relctl.yaml") == []
+    state = judged(repo)
+    assert refused(state) == []
+    assert state.authorized["relctl.yaml"] == repo.blob("relctl.yaml")
 
 
-def test_file_directly_under_releases_needs_a_master(repo: Repo) -> None:
-    repo.commit({"releases/loose.yaml": "a\n"}, BUDI)
-    assert reasons(repo.denials("releases/")) == [("not-master", "releases/loose.yaml")]
+@pytest.mark.parametrize(
+    "path", ["releases/loose.yaml", "testers/vip.csv", ".gitattributes", "docs/notes.md"]
+)
+def test_every_file_outside_a_mini_programs_folder_needs_a_master(repo: History, path: str) -> None:
+    repo.commit({path: "a\n"}, BUDI)
+    state = judged(repo)
+    assert refused(state) == [(path, "not-master")]
+    assert "may only be changed by a master" in state.refusals[path].message
 
 
-def test_a_file_outside_releases_that_a_release_reads_needs_a_master(repo: Repo) -> None:
-    """A tester file shared by several mini programs (``testers/``, ``shared/testers/``)
-    belongs to none of them: only a master may change it."""
-    repo.commit({"testers/vip.csv": "2088000000000001\n"}, MARIA)
-    repo.commit({"shared/testers/qa.csv": "2088000000000002\n"}, BUDI)
-    repo.commit({"testers/vip.csv": "2088000000000003\n"}, BUDI)
-    found = repo.denials("testers/vip.csv", "shared/testers/qa.csv")
-    assert reasons(found) == [
-        ("not-master", "shared/testers/qa.csv"),
-        ("not-master", "testers/vip.csv"),
-    ]
-    assert "files outside releases/<mini-program>/ that releases read" in found[0].message
+def test_rename_needs_rights_on_both_sides(repo: History) -> None:
+    repo.commit({SHOP: "a\n"}, BUDI)
+    repo.commit({SHOP: None, REWARDS: "a\n"}, BUDI)
+    state = judged(repo)
+    assert refused(state) == [(REWARDS, "no-right")]
+    assert SHOP not in state.authorized  # the deletion was his to make
 
 
-def test_a_hostile_relctl_yaml_in_the_history_is_never_parsed_unsafely(repo: Repo) -> None:
-    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
-    bomb += "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\npolicy: {requireSignedCommits: true}\n"
-    repo.commit({"relctl.yaml": bomb}, MARIA)
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    # Aliases are refused by relctl's loader: the flag cannot be read, the previous one holds.
-    assert repo.denials("releases/") == []
-
-
-def test_rename_needs_rights_on_both_sides(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    repo.commit({"releases/shop/gcash.yaml": None, "releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    assert reasons(repo.denials("releases/")) == [("no-right", "releases/rewards/gcash.yaml")]
-
-
-def test_paths_select_the_files_judged(repo: Repo) -> None:
-    repo.commit({"releases/rewards/gcash.yaml": "a\n", "releases/shop/gcash.yaml": "a\n"}, BUDI)
-    assert repo.denials("releases/shop/") == []
-    assert repo.denials("releases/shop") == []
-    assert len(repo.denials("releases/rewards")) == 1
-    assert repo.denials("releases/rewards/dana.yaml") == []
+def test_status_files_are_never_judged_nor_authorized(repo: History) -> None:
+    repo.commit({"status/shop/gcash.yaml": "phase: Ready\n"}, EVE)
+    state = judged(repo)
+    assert refused(state) == []
+    assert not [p for p in state.authorized if p.startswith("status/")]
+    assert Ledger(repo.path).denial(state, {"status/shop/gcash.yaml": "0" * 40}) is None
 
 
 # --------------------------------------------------------------------------------------------
-# Governance and the trust chain
+# Governance
 # --------------------------------------------------------------------------------------------
 
 
-def test_no_access_yaml_means_no_access_control(tmp_path: Path) -> None:
-    bare = Repo(tmp_path / "repo")
-    bare.commit({"releases/rewards/gcash.yaml": "a\n"}, EVE)
-    log = AccessLog(bare.path)
-    assert not log.enforced
-    assert log.access_at("HEAD") is None
-    assert log.denials(["releases/"]) == []
-
-
-def test_first_access_yaml_is_trusted_on_first_use(tmp_path: Path) -> None:
-    fresh = Repo(tmp_path / "repo")
-    fresh.commit({"releases/rewards/gcash.yaml": "a\n"}, EVE)
-    fresh.commit({"access.yaml": access_yaml()}, EVE)  # whoever adds it first
-    fresh.commit({"releases/rewards/gcash.yaml": "b\n"}, EVE)
-    log = AccessLog(fresh.path)
-    assert log.enforced
-    assert reasons(log.denials(["releases/", "access.yaml"])) == [
-        ("not-a-member", "releases/rewards/gcash.yaml")
-    ]
-
-
-def test_owner_changing_access_yaml_is_refused_and_ignored(repo: Repo) -> None:
+def test_owner_changing_access_yaml_is_refused_and_ignored(repo: History) -> None:
     grant = repo.commit({"access.yaml": access_yaml(budi=("shop", "rewards"))}, BUDI)
-    after = repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    log = AccessLog(repo.path)
-    found = log.denials(["access.yaml", "releases/"])
-    assert [(d.commit, d.reason, d.path) for d in found] == [
-        (grant, "not-master", "access.yaml"),
-        (after, "no-right", "releases/rewards/gcash.yaml"),
+    after = repo.commit({REWARDS: "a\n"}, BUDI)
+    state = judged(repo)
+    assert [(d.commit, d.reason) for _, d in sorted(state.refusals.items())] == [
+        (grant, "not-master"),
+        (after, "no-right"),
     ]
-    assert "the master role (access.yaml may only be changed by a master)" in found[0].message
-    access = log.access_at("HEAD")
-    assert access is not None
-    budi = access.member(BUDI.email)
+    assert "the master role (access.yaml may only be changed by a master)" in (
+        state.refusals["access.yaml"].message
+    )
+    budi = Ledger(repo.path).access_in_force(state).member(BUDI.email)
     assert budi is not None and budi.mini_programs == ("shop",)
 
 
-def test_master_access_change_applies_to_later_commits_only(repo: Repo) -> None:
-    before = repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    grant = repo.commit({"access.yaml": access_yaml(budi=("shop", "rewards"))}, MARIA)
-    repo.commit({"releases/rewards/gcash.yaml": "b\n"}, BUDI)
-    log = AccessLog(repo.path)
-    assert [d.commit for d in log.denials(["releases/", "access.yaml"])] == [before]
-    old, new = log.access_at(grant), log.access_at("HEAD")
-    assert old is not None and new is not None
-    assert old.member(BUDI.email) != new.member(BUDI.email)
+def test_master_access_change_applies_to_later_commits_only(repo: History) -> None:
+    before = repo.commit({REWARDS: "a\n"}, BUDI)
+    repo.commit({"access.yaml": access_yaml(budi=("shop", "rewards"))}, MARIA)
+    assert judged(repo).refusals[REWARDS].commit == before
+    repo.commit({REWARDS: "b\n"}, BUDI)
+    state = judged(repo)
+    assert refused(state) == []  # his later commit is authorized and replaces the refused one
+    budi = Ledger(repo.path).access_in_force(state).member(BUDI.email)
+    assert budi is not None and budi.mini_programs == ("shop", "rewards")
 
 
-def test_invalid_access_yaml_is_not_trusted(repo: Repo) -> None:
-    repo.commit({"access.yaml": "apiVersion: relctl/v1\nkind: Access\n"}, MARIA)
-    repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    found = repo.denials("access.yaml", "releases/")
-    assert reasons(found) == [
-        ("untrusted-access", "access.yaml"),
-        ("no-right", "releases/rewards/gcash.yaml"),
-    ]
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("apiVersion: relctl/v1\nkind: Access\n", "access.yaml is invalid"),
+        (None, "access.yaml was deleted"),
+        ("apiVersion: relctl/v1\nkind: Access\nmembers: []\n", "it leaves no master"),
+        (access_yaml(maria_role="owner"), "it leaves no master"),
+    ],
+)
+def test_an_access_yaml_that_leaves_no_valid_rules_is_refused_even_from_a_master(
+    repo: History, content: str | None, why: str
+) -> None:
+    repo.commit({"access.yaml": content}, MARIA)
+    repo.commit({REWARDS: "a\n"}, BUDI)
+    repo.commit({SHOP: "a\n"}, MARIA)
+    state = judged(repo)
+    assert refused(state) == [("access.yaml", "untrusted-access"), (REWARDS, "no-right")]
+    assert why in state.refusals["access.yaml"].message
+    assert Ledger(repo.path).access_in_force(state).member(MARIA.email) is not None
 
 
-def test_deleting_access_yaml_does_not_switch_access_control_off(repo: Repo) -> None:
-    repo.commit({"access.yaml": None}, MARIA)
-    repo.commit({"releases/rewards/gcash.yaml": "a\n"}, EVE)
-    assert reasons(repo.denials("access.yaml", "releases/")) == [
-        ("untrusted-access", "access.yaml"),
-        ("not-a-member", "releases/rewards/gcash.yaml"),
-    ]
+def test_a_hostile_relctl_yaml_is_refused_and_never_parsed_unsafely(repo: History) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    bomb += "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\npolicy: {requireSignedCommits: true}\n"
+    repo.commit({"relctl.yaml": bomb}, MARIA)
+    repo.commit({SHOP: "a\n"}, BUDI)  # unsigned: the policy in force is still "unsigned"
+    state = judged(repo)
+    assert refused(state) == [("relctl.yaml", "untrusted-access")]
+    assert "relctl.yaml cannot be read" in state.refusals["relctl.yaml"].message
 
 
-def test_non_master_cannot_turn_signing_off(signed_repo: Repo, keys: dict[str, Path]) -> None:
+def test_a_relctl_yaml_over_the_size_limit_is_refused(repo: History) -> None:
+    repo.commit({"relctl.yaml": relctl_yaml(signed=False) + "#" * (2 << 20) + "\n"}, MARIA)
+    assert refused(judged(repo)) == [("relctl.yaml", "untrusted-access")]
+
+
+def test_non_master_cannot_turn_signing_off(signed_repo: History, keys: dict[str, Path]) -> None:
     signed_repo.commit({"relctl.yaml": relctl_yaml(signed=False)}, BUDI, key=keys["budi"])
-    signed_repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)  # unsigned
-    assert reasons(signed_repo.denials("relctl.yaml", "releases/")) == [
-        ("not-master", "relctl.yaml"),
-        ("unsigned", "releases/shop/gcash.yaml"),
+    signed_repo.commit({SHOP: "a\n"}, BUDI)  # unsigned
+    assert refused(judged(signed_repo)) == [
+        ("relctl.yaml", "not-master"),
+        (SHOP, "unsigned"),
     ]
 
 
-def test_master_may_turn_signing_off(signed_repo: Repo, keys: dict[str, Path]) -> None:
+def test_master_may_turn_signing_off(signed_repo: History, keys: dict[str, Path]) -> None:
     signed_repo.commit({"relctl.yaml": relctl_yaml(signed=False)}, MARIA, key=keys["maria"])
-    signed_repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)  # unsigned
-    assert signed_repo.denials("relctl.yaml", "releases/") == []
+    signed_repo.commit({SHOP: "a\n"}, BUDI)  # unsigned
+    assert refused(judged(signed_repo)) == []
+
+
+def test_turning_signing_on_needs_a_master_with_a_key(repo: History, keys: dict[str, Path]) -> None:
+    repo.commit({"relctl.yaml": relctl_yaml(signed=True)}, MARIA)
+    state = judged(repo)
+    assert refused(state) == [("relctl.yaml", "untrusted-access")]
+    assert "no master has a signingKey" in state.refusals["relctl.yaml"].message
+    # The refused version stays in the tree, not in force: a master accepts it only by
+    # committing a change. Her key and the policy in one commit: accepted, for the next one.
+    listed = {"maria": public(keys["maria"])}
+    enabled = relctl_yaml(signed=True) + "# signed from now on\n"
+    repo.commit({"access.yaml": access_yaml(keys=listed), "relctl.yaml": enabled}, MARIA)
+    repo.commit({SHOP: "b\n"}, BUDI)  # unsigned
+    repo.commit({REWARDS: "b\n"}, MARIA, key=keys["maria"])
+    assert refused(judged(repo)) == [(SHOP, "unsigned")]
 
 
 # --------------------------------------------------------------------------------------------
-# Ranges and merges
+# Merges on main
 # --------------------------------------------------------------------------------------------
 
 
-def test_since_limits_the_range(repo: Repo) -> None:
-    repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    middle = repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    late = repo.commit({"releases/rewards/gcash.yaml": "b\n"}, BUDI)
-    log = AccessLog(repo.path)
-    assert len(log.denials(["releases/"])) == 2
-    assert [d.commit for d in log.denials(["releases/"], since=middle)] == [late]
-    assert log.denials(["releases/"], since=late) == []
-
-
-def test_side_branch_commits_are_judged_and_clean_merges_are_not(repo: Repo) -> None:
-    repo.git("checkout", "--quiet", "-b", "side")
-    shop = repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    rewards = repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    repo.git("checkout", "--quiet", "main")
+def test_a_merge_is_its_mergers_change_for_everything_it_brings(repo: History) -> None:
+    repo.checkout("-b", "side")
+    repo.commit({SHOP: "a\n"}, BUDI)
+    repo.checkout("main")
     repo.commit({"releases/shop/dana.yaml": "a\n"}, JOSE)
-    repo.git("merge", "--quiet", "--no-ff", "-m", "merge", "side", by=EVE)  # Eve merged
-    found = repo.denials("releases/")
-    assert [(d.commit, d.reason) for d in found] == [(rewards, "no-right")]
-    assert shop not in {d.commit for d in found}
+    repo.merge("side", EVE)  # whoever merges answers for what the merge brings to main
+    assert refused(judged(repo)) == [(SHOP, "not-a-member")]
 
 
-def test_clean_merge_of_one_file_changed_on_both_sides_is_not_judged(repo: Repo) -> None:
-    repo.commit({"releases/shop/gcash.yaml": "a\nb\nc\nd\ne\nf\n"}, BUDI)
-    repo.git("checkout", "--quiet", "-b", "side")
-    repo.commit({"releases/shop/gcash.yaml": "A\nb\nc\nd\ne\nf\n"}, BUDI)
-    repo.git("checkout", "--quiet", "main")
-    repo.commit({"releases/shop/gcash.yaml": "a\nb\nc\nd\ne\nF\n"}, JOSE)
-    repo.git("merge", "--quiet", "--no-ff", "-m", "merge", "side", by=EVE)
-    assert repo.denials("releases/") == []
+def test_an_owner_may_merge_a_branch_of_their_mini_program(repo: History) -> None:
+    repo.checkout("-b", "side")
+    repo.commit({SHOP: "a\n"}, JOSE)
+    repo.commit({SHOP: "b\n"}, EVE)  # not on main's first-parent chain: not judged itself
+    repo.checkout("main")
+    repo.commit({"releases/shop/dana.yaml": "a\n"}, JOSE)
+    repo.merge("side", BUDI)
+    state = judged(repo)
+    assert refused(state) == []
+    assert state.authorized[SHOP] == repo.blob(SHOP)
 
 
-def test_changes_a_merge_makes_on_its_own_are_judged(repo: Repo) -> None:
-    repo.git("checkout", "--quiet", "-b", "side")
-    repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI)
-    repo.git("checkout", "--quiet", "main")
-    repo.git("merge", "--quiet", "--no-ff", "--no-commit", "side", by=EVE)
-    write_files(repo.path, {"releases/rewards/gcash.yaml": "evil\n"})
-    repo.git("add", "--all", by=EVE)
-    repo.git("commit", "--quiet", "-m", "merge", by=EVE)
-    merge = repo.head
-    found = repo.denials("releases/")
-    assert [(d.commit, d.reason, d.path) for d in found] == [
-        (merge, "not-a-member", "releases/rewards/gcash.yaml")
-    ]
-
-
-def test_a_masters_later_commit_to_the_file_clears_its_earlier_denials(repo: Repo) -> None:
-    refused = repo.commit({"releases/rewards/gcash.yaml": "a\n"}, BUDI)
-    other = repo.commit({"releases/rewards/dana.yaml": "a\n"}, BUDI)
-    assert [d.commit for d in repo.denials("releases/")] == [refused, other]
-    repo.commit({"releases/rewards/gcash.yaml": "reviewed\n"}, MARIA)
-    # Only the file Maria committed to is cleared; dana.yaml still needs her (or Aisyah).
-    assert [(d.commit, d.path) for d in repo.denials("releases/")] == [
-        (other, "releases/rewards/dana.yaml")
-    ]
-
-
-def test_a_masters_commit_on_a_parallel_branch_clears_nothing(repo: Repo) -> None:
-    repo.git("checkout", "--quiet", "-b", "side")
-    repo.commit({"releases/rewards/gcash.yaml": "maria's version\n"}, MARIA)
-    repo.git("checkout", "--quiet", "main")
-    refused = repo.commit({"releases/rewards/gcash.yaml": "budi's version\n"}, BUDI)
-    # Maria never saw Budi's change: merging her branch afterwards does not endorse it.
-    repo.git("merge", "--quiet", "--no-ff", "-X", "ours", "-m", "merge", "side", by=MARIA)
-    assert [d.commit for d in repo.denials("releases/")] == [refused]
+def test_a_fast_forward_keeps_each_commit_as_a_step(repo: History) -> None:
+    repo.checkout("-b", "side")
+    repo.commit({SHOP: "a\n"}, BUDI)
+    late = repo.commit({REWARDS: "a\n"}, BUDI)
+    repo.checkout("main")
+    repo.git("merge", "--quiet", "--ff-only", "side")
+    state = judged(repo)
+    assert refused(state) == [(REWARDS, "no-right")]
+    assert state.refusals[REWARDS].commit == late
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,39 +326,57 @@ def test_a_masters_commit_on_a_parallel_branch_clears_nothing(repo: Repo) -> Non
 
 
 def test_member_signing_with_their_listed_key_is_accepted(
-    signed_repo: Repo, keys: dict[str, Path]
+    signed_repo: History, keys: dict[str, Path]
 ) -> None:
-    signed_repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI, key=keys["budi"])
-    signed_repo.commit({"releases/rewards/gcash.yaml": "a\n"}, MARIA, key=keys["maria"])
-    assert signed_repo.denials("releases/") == []
+    signed_repo.commit({SHOP: "a\n"}, BUDI, key=keys["budi"])
+    signed_repo.commit({REWARDS: "a\n"}, MARIA, key=keys["maria"])
+    assert refused(judged(signed_repo)) == []
 
 
-def test_forged_author_email_without_signature_is_refused(signed_repo: Repo) -> None:
-    signed_repo.commit({"releases/rewards/gcash.yaml": "a\n"}, MARIA)  # anyone can write this
-    (denial,) = signed_repo.denials("releases/")
-    assert denial.reason == "unsigned"
-    assert denial.identity == "unknown"
-    assert "(unverified)" in denial.message and "not signed" in denial.message
+def test_forged_author_email_without_signature_is_refused(signed_repo: History) -> None:
+    signed_repo.commit({REWARDS: "a\n"}, MARIA)  # anyone can write this
+    found = judged(signed_repo).refusals[REWARDS]
+    assert (found.reason, found.identity) == ("unsigned", "unknown")
+    assert "(unverified)" in found.message and "not signed" in found.message
 
 
 def test_signature_with_an_unlisted_key_is_refused(
-    signed_repo: Repo, keys: dict[str, Path]
+    signed_repo: History, keys: dict[str, Path]
 ) -> None:
-    signed_repo.commit({"releases/shop/gcash.yaml": "a\n"}, BUDI, key=keys["stranger"])
-    (denial,) = signed_repo.denials("releases/")
-    assert denial.reason == "unknown-key"
-    assert ssh_fingerprint(public(keys["stranger"])) in denial.message
+    signed_repo.commit({SHOP: "a\n"}, BUDI, key=keys["stranger"])
+    found = judged(signed_repo).refusals[SHOP]
+    assert found.reason == "unknown-key"
+    fingerprint = ssh_fingerprint(public(keys["stranger"]))
+    assert fingerprint is not None and fingerprint in found.message
 
 
 def test_signer_is_the_identity_whatever_the_author_field_says(
-    signed_repo: Repo, keys: dict[str, Path]
+    signed_repo: History, keys: dict[str, Path]
 ) -> None:
-    signed_repo.commit({"releases/rewards/gcash.yaml": "a\n"}, MARIA, key=keys["budi"])
-    signed_repo.commit({"releases/shop/gcash.yaml": "a\n"}, EVE, key=keys["budi"])
-    (denial,) = signed_repo.denials("releases/")
-    assert denial.reason == "no-right"
-    assert denial.identity == BUDI.author
-    assert denial.author == MARIA.author
+    signed_repo.commit({REWARDS: "a\n"}, MARIA, key=keys["budi"])
+    signed_repo.commit({SHOP: "a\n"}, EVE, key=keys["budi"])
+    state = judged(signed_repo)
+    assert refused(state) == [(REWARDS, "no-right")]
+    assert state.refusals[REWARDS].identity == BUDI.author
+    assert state.refusals[REWARDS].author == MARIA.author
+
+
+def test_a_key_a_master_adds_counts_from_the_next_commit(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    made = History(tmp_path / "repo")
+    listed = {"maria": public(keys["maria"])}
+    made.commit(
+        {"access.yaml": access_yaml(keys=listed), "relctl.yaml": relctl_yaml(signed=True)},
+        MARIA,
+        key=keys["maria"],
+    )
+    made.commit({SHOP: "a\n"}, BUDI, key=keys["budi"])  # not listed yet
+    listed["budi"] = public(keys["budi"])
+    made.commit({"access.yaml": access_yaml(keys=listed)}, MARIA, key=keys["maria"])
+    made.commit({"releases/shop/dana.yaml": "a\n"}, BUDI, key=keys["budi"])
+    state = judged(made)
+    assert refused(state) == [(SHOP, "unknown-key")]
 
 
 def test_fingerprint_matches_ssh_keygen(keys: dict[str, Path]) -> None:
@@ -458,44 +388,159 @@ def test_fingerprint_matches_ssh_keygen(keys: dict[str, Path]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Cost and errors
+# The ledger's state, cost and errors
 # --------------------------------------------------------------------------------------------
 
 
-def test_git_runs_once_per_since_not_per_release(
-    repo: Repo, monkeypatch: pytest.MonkeyPatch
+def test_the_state_survives_json_and_refuses_a_corrupt_one(repo: History) -> None:
+    repo.commit({REWARDS: "a\n"}, BUDI)
+    state = judged(repo)
+    again = TrustState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    assert again.refusals[REWARDS].message == state.refusals[REWARDS].message
+    broken = state.to_dict() | {"commit": "HEAD"}
+    with pytest.raises(TrustError):
+        TrustState.from_dict(broken)
+    with pytest.raises(TrustError):
+        TrustState.from_dict(state.to_dict() | {"authorized": {SHOP: 3}})
+
+
+def test_advance_continues_where_the_last_one_stopped(repo: History) -> None:
+    ledger = Ledger(repo.path)
+    state = ledger.start(anchor_of(repo))
+    repo.commit({REWARDS: "a\n"}, BUDI)
+    middle = ledger.advance(state, "HEAD")
+    assert (middle.steps, refused(middle.state)) == (1, [(REWARDS, "no-right")])
+    repo.commit({SHOP: "a\n"}, BUDI)
+    repo.commit({REWARDS: "b\n"}, AISYAH)
+    last = ledger.advance(middle.state, "HEAD")
+    assert (last.steps, refused(last.state)) == (2, [])
+    assert ledger.advance(last.state, "HEAD") == type(last)(last.state, None, 0)
+
+
+def test_git_runs_twice_per_advance_without_governance_changes(
+    repo: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for n in range(5):
+    ledger = Ledger(repo.path)
+    state = ledger.advance(ledger.start(anchor_of(repo)), "HEAD").state
+    for n in range(20):
         repo.commit({f"releases/mp{n}/gcash.yaml": "a\n"}, BUDI)
-    calls: list[object] = []
-    real_run = subprocess.run
+    calls: list[tuple[str, ...]] = []
+    real = controller.access.run_git
 
-    def counting_run(*args: object, **kwargs: object) -> object:
+    def counting(cwd: Path | str, *args: str, **kwargs: object) -> object:
         calls.append(args)
-        return real_run(*args, **kwargs)  # type: ignore[call-overload]
+        return real(cwd, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(subprocess, "run", counting_run)
-    log = AccessLog(repo.path)
-    built = len(calls)
-    first = log.denials(["releases/mp0/"])
-    one_range = len(calls)
-    for n in range(1, 5):
-        log.denials([f"releases/mp{n}/"])
-    assert len(calls) == one_range and one_range - built == 1
-    assert len(first) == 1
+    monkeypatch.setattr(controller.access, "run_git", counting)
+    advance = ledger.advance(state, "HEAD")
+    assert advance.steps == 20 and len(advance.state.refusals) == 20
+    assert [args[0] for args in calls] == ["rev-list", "log"]
 
 
-def test_unknown_revision_is_a_git_error(repo: Repo) -> None:
+def test_start_needs_a_valid_access_yaml_with_a_master(tmp_path: Path) -> None:
+    bare = History(tmp_path / "repo")
+    bare.commit({SHOP: "a\n"}, EVE)
+    with pytest.raises(TrustError, match=r"no access\.yaml"):
+        Ledger(bare.path).start("HEAD")
+    bare.commit({"access.yaml": access_yaml(maria_role="owner")}, EVE)
+    with pytest.raises(TrustError, match="no master"):
+        Ledger(bare.path).start("HEAD")
+
+
+def test_unknown_revisions_are_git_errors(repo: History, tmp_path: Path) -> None:
+    ledger = Ledger(repo.path)
     with pytest.raises(GitError, match="not a commit"):
-        AccessLog(repo.path, until="no-such-branch")
+        ledger.start("no-such-branch")
     with pytest.raises(GitError, match="not a commit"):
-        AccessLog(repo.path).denials(["releases/"], since="nope")
-
-
-def test_not_a_repository_is_a_git_error(tmp_path: Path) -> None:
+        ledger.advance(ledger.start("HEAD"), "nope")
+    with pytest.raises(GitError):
+        ledger.advance(ledger.start("HEAD"), "--output=/tmp/x")
     (tmp_path / "plain").mkdir()
     with pytest.raises(GitError):
-        AccessLog(tmp_path / "plain")
+        Ledger(tmp_path / "plain").start("HEAD")
+
+
+def test_hostile_names_emails_and_paths_cannot_forge_changes(repo: History) -> None:
+    odd = "releases/shop/odd \u00e9\t:100644 100644.yaml"
+    repo.commit({odd: "a\n"}, Person("Budi\x01 :000000", BUDI.email))
+    repo.commit({REWARDS: "a\n"}, Person("x", "jose.reyes@example.com"))
+    state = judged(repo)
+    assert state.authorized[odd] == repo.blob(odd)
+    assert refused(state) == [(REWARDS, "no-right")]
+
+
+# --------------------------------------------------------------------------------------------
+# Pull requests (judge_range)
+# --------------------------------------------------------------------------------------------
+
+
+def test_judge_range_judges_every_commit_of_the_branch(repo: History) -> None:
+    repo.checkout("-b", "change")
+    refused_commit = repo.commit({REWARDS: "a\n"}, BUDI)
+    repo.commit({SHOP: "a\n"}, BUDI)
+    found = judge_range(repo.path, "main", "change")
+    assert [(d.commit, d.path, d.reason) for d in found] == [(refused_commit, REWARDS, "no-right")]
+
+
+def test_judge_range_uses_the_rules_of_the_base(repo: History) -> None:
+    repo.checkout("-b", "change")
+    repo.commit({"access.yaml": access_yaml(budi=("shop", "rewards"))}, MARIA)
+    repo.commit({REWARDS: "a\n"}, BUDI)  # granted in the branch, not yet on main
+    assert [(d.path, d.reason) for d in judge_range(repo.path, "main", "change")] == [
+        (REWARDS, "no-right")
+    ]
+
+
+def test_judge_range_does_not_blame_a_branch_for_what_it_merged_from_main(
+    repo: History,
+) -> None:
+    repo.checkout("-b", "change")
+    repo.commit({SHOP: "a\n"}, BUDI)
+    repo.checkout("main")
+    repo.commit({"relctl.yaml": relctl_yaml(signed=False) + "# more\n"}, MARIA)
+    repo.commit({REWARDS: "a\n"}, AISYAH)
+    repo.checkout("change")
+    repo.merge("main", BUDI)
+    repo.checkout("main")
+    repo.commit({"releases/rewards/dana.yaml": "a\n"}, AISYAH)  # main moved on again
+    assert judge_range(repo.path, "main", "change") == []
+
+
+def test_judge_range_refuses_a_merge_that_keeps_an_older_version(repo: History) -> None:
+    repo.commit({SHOP: "grayscale: 50\n"}, MARIA)
+    repo.checkout("-b", "change")
+    repo.commit({REWARDS: "a\n"}, LIM)
+    repo.checkout("main")
+    repo.commit({SHOP: "grayscale: 0\n"}, MARIA)  # the master withdraws the 50%
+    repo.checkout("change")
+    repo.merge("main", LIM, options=("-s", "ours"))  # keeps 50% without changing it
+    found = judge_range(repo.path, "main", "change")
+    assert [(d.path, d.reason) for d in found] == [(SHOP, "not-authorized")]
+    assert "a merge kept or brought it from outside the change" in found[0].message
+
+
+def test_judge_range_without_access_yaml_at_base_is_a_trust_error(tmp_path: Path) -> None:
+    bare = History(tmp_path / "repo")
+    bare.commit({SHOP: "a\n"}, EVE)
+    bare.checkout("-b", "change")
+    bare.commit({SHOP: "b\n"}, EVE)
+    with pytest.raises(TrustError, match=r"no access\.yaml"):
+        judge_range(bare.path, "main", "change")
+
+
+# --------------------------------------------------------------------------------------------
+# transitional: removed when reconcile uses Ledger
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_transitional_access_log_answers_from_the_ledger(repo: History) -> None:
+    repo.commit({REWARDS: "a\n"}, BUDI)
+    log = AccessLog(repo.path)
+    assert log.enforced
+    found = log.authorize([REWARDS, SHOP])
+    assert found is not None and found.reason == "no-right"
+    assert log.authorize([SHOP]) is None and log.untrusted("relctl.yaml") is None
 
 
 # --------------------------------------------------------------------------------------------

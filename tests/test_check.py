@@ -514,13 +514,26 @@ def test_a_shared_tester_file_outside_releases_needs_a_master(tmp_path: Path) ->
     problem = only(result, "forbidden")
     assert located(problem) == ("testers/vip.csv", 1, 1, "")
     assert "without the master role" in problem.message
-    # A master may, and a file no release reads is nobody's business here.
+    # A master may.
     repo.switch("main")
     git(repo.path, "branch", "-D", "change")
     assert repo.pull_request({"testers/vip.csv": "2088000000000003\n"}, who=MARIA).ok
+
+
+def test_every_file_outside_a_mini_programs_folder_needs_a_master(tmp_path: Path) -> None:
+    """Any file outside ``releases/<mp>/`` may change what relctl reads (``.gitattributes``,
+    a tester file a manifest will name later): only a master may change it."""
+    repo = Repo(tmp_path / "repo", {GCASH: manifest()})
+
+    result = repo.pull_request({"docs/notes.md": "hello\n", ".gitattributes": "* -text\n"}, BUDI)
+
+    assert sorted(p.file for p in result.problems if p.code == "forbidden") == [
+        ".gitattributes",
+        "docs/notes.md",
+    ]
     repo.switch("main")
     git(repo.path, "branch", "-D", "change")
-    assert repo.pull_request({"docs/notes.md": "hello\n"}, who=STRANGER).ok
+    assert repo.pull_request({"docs/notes.md": "hello\n"}, who=MARIA).ok
 
 
 def test_someone_not_in_access_yaml_is_refused(tmp_path: Path) -> None:

@@ -92,16 +92,33 @@ def test_a_forbidden_change_to_a_running_release_keeps_what_the_platform_has(
         assert status.phase is Phase.FORBIDDEN
         assert (status.stage, status.grayscale) == (Stage.GRAYSCALE, 10)
         assert world.effects() == effects
-        # The owner's commit on top does not launder the refused one: it is still in range.
+        # Lim reverting his own change brings the file back to the authorized version: the
+        # refusal no longer applies, and nothing happens on the platform.
+        lim.commit_and_push({SHOP: manifest(complete=True, grayscale=10)}, "revert")
+        world.pass_once()
+        assert world.statuses()["shop/gcash"].phase is Phase.GRAYSCALE
+        assert world.effects() == effects
+        # The owner's commit is authorized: the controller carries on with it.
         budi = person(world, "Budi", "budi@example.com")
-        budi.commit_and_push({SHOP: manifest(complete=True, grayscale=100, description="New")}, "x")
+        budi.commit_and_push({SHOP: manifest(complete=True, grayscale=50)}, "50% is enough")
+        statuses = world.run_until(lambda s: s["shop/gcash"].grayscale == 50)
+        assert statuses["shop/gcash"].phase is Phase.GRAYSCALE
+
+
+def test_an_authorized_members_commit_on_top_of_a_refused_change_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """By design: the file is then the authorized member's version, whoever wrote the
+    lines before; the owner reviewed what they committed."""
+    with make_world(tmp_path, {"access.yaml": ACCESS}) as world:
+        lim = person(world, "Lim", "lim@example.com")
+        lim.commit_and_push({SHOP: manifest(description="Lim's words")}, "release shop")
         world.pass_once()
         assert world.statuses()["shop/gcash"].phase is Phase.FORBIDDEN
-        assert world.effects() == effects
-        # A master's commit does: she decides the file is right as it now is.
-        world.edit(SHOP, manifest(complete=True, grayscale=50), "50% is enough")
-        statuses = world.run_until(lambda s: s["shop/gcash"].phase is Phase.GRAYSCALE)
-        assert statuses["shop/gcash"].grayscale == 50
+        budi = person(world, "Budi", "budi@example.com")
+        budi.commit_and_push({SHOP: manifest(description="Budi's words")}, "release shop")
+        world.pass_once()
+        assert world.statuses()["shop/gcash"].phase is Phase.BUILDING
 
 
 def test_a_masters_commit_on_top_of_a_forbidden_change_clears_it(tmp_path: Path) -> None:
