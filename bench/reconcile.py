@@ -63,6 +63,7 @@ from controller.daemon import Controller
 from controller.gitops import Workspace
 from controller.platform.simulator import Simulator
 from controller.reconcile import PassResult, ReleaseResult
+from controller.trust import TrustSettings
 
 #: The simulator's manual clock starts here (fixed: messages show times of day).
 START = datetime(2025, 1, 15, 9, 0, tzinfo=UTC)
@@ -347,7 +348,12 @@ class Bench:
 
     def controller(self) -> Controller:
         assert self.simulator is not None and self.workspace is not None
-        return Controller(self.workspace, self.simulator, now=self.simulator.now)
+        return Controller(
+            self.workspace,
+            self.simulator,
+            now=self.simulator.now,
+            trust=TrustSettings(first_use=True),
+        )
 
     def settle(self, controller: Controller, max_passes: int = 12) -> list[float]:
         """Setup passes until one makes no commit; the wall time of each."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from controller import __version__
-from controller.access import render_codeowners
+from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
@@ -33,6 +33,7 @@ from controller.output.report import (
     reconcile_report,
     run_report,
     status_report,
+    trust_report,
 )
 from controller.output.table import status_rows
 from controller.output.text import check_summary, problem_line, progress_line, validate_summary
@@ -42,8 +43,9 @@ from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform
 from controller.preview import preview_change
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
-from controller.state import StateError
+from controller.state import STATE_FILE, ControllerState, StateError
 from controller.status import read_statuses
+from controller.trust import TrustSettings, reset_trust, saved_trust
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,6 +173,22 @@ def _controller_options(func: F) -> F:
             help="Author e-mail of status commits (env RELCTL_AUTHOR_EMAIL).",
         ),
         click.option(
+            "--trust-anchor",
+            envvar="RELCTL_TRUST_ANCHOR",
+            default=None,
+            metavar="COMMIT",
+            help="On the first start: the commit of main trust starts at; its access.yaml is "
+            "trusted as it is (env RELCTL_TRUST_ANCHOR). See docs/security.md.",
+        ),
+        click.option(
+            "--trust-on-first-use",
+            envvar="RELCTL_TRUST_ON_FIRST_USE",
+            is_flag=True,
+            default=False,
+            help="On the first start, trust main as it is (logged; prefer --trust-anchor) "
+            "(env RELCTL_TRUST_ON_FIRST_USE).",
+        ),
+        click.option(
             "--skip-ci/--no-skip-ci",
             envvar="RELCTL_SKIP_CI",
             default=False,
@@ -243,6 +261,8 @@ def reconcile(
     platform_spec: str | None,
     author_name: str,
     author_email: str,
+    trust_anchor: str | None,
+    trust_on_first_use: bool,
     skip_ci: bool,
     output: str,
 ) -> None:
@@ -257,13 +277,17 @@ def reconcile(
             _opened_platform(platform_spec) as adapter,
         ):
             controller = Controller(
-                workspace, adapter, progress=_progress_printer(output), skip_ci=skip_ci
+                workspace,
+                adapter,
+                progress=_progress_printer(output),
+                skip_ci=skip_ci,
+                trust=TrustSettings(trust_anchor, trust_on_first_use),
             )
             try:
                 result = controller.pass_once(raise_errors=True)
             finally:
                 controller.close()
-    except (GitError, PlatformError, StateError) as exc:
+    except (GitError, PlatformError, StateError, TrustError) as exc:
         _fail(str(exc))
         return
     assert result is not None
@@ -305,6 +329,8 @@ def run(
     platform_spec: str | None,
     author_name: str,
     author_email: str,
+    trust_anchor: str | None,
+    trust_on_first_use: bool,
     skip_ci: bool,
     interval: float,
     jitter: float,
@@ -340,6 +366,7 @@ def run(
                 progress=_progress_printer(output),
                 on_pass=report,
                 skip_ci=skip_ci,
+                trust=TrustSettings(trust_anchor, trust_on_first_use),
             )
             click.echo(
                 f"relctl controller: {remote} ({branch}) every {interval:g}s; "
@@ -351,7 +378,7 @@ def run(
                 DaemonOptions(interval=interval, jitter=jitter, max_passes=1 if once else None),
             )
             controller.close()
-    except (GitError, StateError) as exc:
+    except (GitError, StateError, TrustError) as exc:
         _fail(str(exc))
         return
     click.echo(f"relctl controller: stopped after {controller.passes} pass(es)", err=to_stderr)
@@ -553,6 +580,99 @@ def codeowners(repo: Path | None, output: str, check_only: bool) -> None:
             temp.unlink()
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"wrote {output}: {len(mini_programs)} mini program(s)")
+
+
+@cli.group()
+def trust() -> None:
+    """Where the controller's trust in main starts, and re-anchoring it (docs/security.md).
+
+    The controller acts only on changes of main that access.yaml allowed, judged commit by
+    commit from a trust anchor along main's first parents. When main stops continuing the
+    history it judged (a force push, a rollback), nothing is acted on until an operator
+    re-anchors with `relctl trust reset`.
+    """
+
+
+def _trust_summary(state: ControllerState) -> dict[str, object]:
+    current, origin = saved_trust(state)
+    if current is None:
+        return {"anchor": None, "commit": None, "how": None, "authorized": 0, "refusals": {}}
+    return {
+        "anchor": current.anchor,
+        "commit": current.commit,
+        "how": origin.get("how"),
+        "authorized": len(current.authorized),
+        "refusals": {path: d.message for path, d in current.refusals.items()},
+    }
+
+
+@trust.command("show")
+@click.option(
+    "--workdir",
+    envvar="RELCTL_WORKDIR",
+    default=".relctl/work",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The controller's workdir (env RELCTL_WORKDIR).",
+)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="text for people, json for tools.",
+)  # fmt: skip
+def trust_show(workdir: Path, output: str) -> None:
+    """Show the trust anchor, the last commit of main judged, and refusals in effect."""
+    if not (workdir / STATE_FILE).is_file():
+        _fail(f"{workdir} holds no controller state (has the controller run there?)")
+    try:
+        with ControllerState(workdir) as state:
+            summary = _trust_summary(state)
+    except (StateError, TrustError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(trust_report(summary, output), nl=False)
+
+
+@trust.command("reset")
+@_controller_options
+@click.option(
+    "--anchor",
+    required=True,
+    metavar="COMMIT",
+    help="The commit of the remote branch to trust from now on (e.g. the new tip, after you "
+    "reviewed what changed).",
+)
+def trust_reset(
+    remote: str,
+    branch: str,
+    workdir: Path,
+    platform_spec: str | None,
+    author_name: str,
+    author_email: str,
+    trust_anchor: str | None,
+    trust_on_first_use: bool,
+    skip_ci: bool,
+    anchor: str,
+) -> None:
+    """Re-anchor trust at COMMIT: the operator's acknowledgement after main diverged.
+
+    Takes the workdir's lock (stop the controller first), fetches the branch, and trusts
+    everything in COMMIT's tree as it is; the controller then follows main from there.
+    """
+    del platform_spec, trust_anchor, trust_on_first_use, skip_ci
+    try:
+        with (
+            _workspace(remote, branch, workdir, author_name, author_email) as workspace,
+            ControllerState(workspace.workdir) as state,
+        ):
+            workspace.sync()
+            old, new = reset_trust(Ledger(workspace.root), state, anchor)
+            summary = _trust_summary(state)
+    except (GitError, StateError, TrustError) as exc:
+        _fail(str(exc))
+        return
+    before = old.anchor[:12] if old is not None else "nothing"
+    click.echo(f"trust re-anchored at {new.anchor[:12]} (was {before})")
+    click.echo(trust_report(summary, "text"), nl=False)
 
 
 def main() -> None:

@@ -27,10 +27,12 @@ from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controller.access import TrustError
 from controller.gitops import GitError, Workspace
 from controller.platform.protocol import Platform
 from controller.reconcile import PassCache, PassResult, ProgressCallback, StopCheck, run_pass
 from controller.state import ControllerState, StateError
+from controller.trust import TrustSettings
 
 #: A pass starts no new release after this many seconds; the rest wait for the next pass.
 PASS_DEADLINE = 300.0
@@ -64,11 +66,14 @@ class Controller:
         on_pass: Callable[[PassResult], None] | None = None,
         skip_ci: bool = False,
         pass_deadline: float = PASS_DEADLINE,
+        trust: TrustSettings | None = None,
     ) -> None:
         self.workspace = workspace
         #: The controller's own memory, beside the clone in the (locked) workdir.
         self.state = ControllerState(workspace.workdir).open()
         self.pass_deadline = pass_deadline
+        #: Where trust starts on the first start (the operator's, never the repository's).
+        self.trust = trust or TrustSettings()
         #: Set on SIGTERM/SIGINT: the pass in progress starts no new release.
         self.stopping = threading.Event()
         self.platform = platform
@@ -94,6 +99,7 @@ class Controller:
                     self.platform,
                     self.now,
                     state=self.state,
+                    trust=self.trust,
                     skip_ci=self.skip_ci,
                     progress=self.progress,
                     cache=self.cache,
@@ -126,7 +132,7 @@ class Controller:
 
 def run_forever(controller: Controller, options: DaemonOptions) -> int:
     """Run passes until SIGTERM/SIGINT (or ``max_passes``); returns the exit code: 0, or 2
-    when the controller's state database became unusable."""
+    when the controller's state database became unusable or trust cannot start."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -145,7 +151,7 @@ def run_forever(controller: Controller, options: DaemonOptions) -> int:
             return
         try:
             controller.pass_once()
-        except StateError as error:  # the controller's memory is unusable: never guess
+        except (StateError, TrustError) as error:  # memory or trust unusable: never guess
             log.error("stopping: %s", error)
             fatal.append(str(error))
             stop.set()

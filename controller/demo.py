@@ -324,6 +324,9 @@ def main() -> int:
     print("relctl demo: a release repository, the platform simulator, the controller daemon")
     print("and a scripted team (a reviewer on the platform, two owners pushing to main).\n")
     origin, team, simulator = setup(root, demo)
+    anchor = subprocess.run(
+        ["git", "rev-parse", "main"], cwd=origin, check=True, capture_output=True, text=True
+    ).stdout.strip()
     say("setup", f"origin {origin.relative_to(root)} seeded from ./releases (6 releases)")
     say("setup", "simulator: gcash needs pilot testing; builds and tests take 1 s")
 
@@ -336,6 +339,8 @@ def main() -> int:
             "--interval", "1", "--jitter", "0.2",
             "--author-email", "relctl-bot@example.com",
             "--skip-ci",
+            # The operator pins where trust starts: the seeded commit, reviewed by a master.
+            "--trust-anchor", anchor,
         ],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
     )  # fmt: skip

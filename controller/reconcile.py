@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from controller.access import AccessLog
+from controller.access import Ledger, TrustState
 from controller.act import ActResult, act
-from controller.gitops import PushResult, Workspace
+from controller.gitops import GitTree, PushResult, Workspace
 from controller.manifests import (
     CONFIG_FILE,
     RELEASES_DIR,
@@ -39,7 +39,6 @@ from controller.model import (
     Event,
     Observed,
     Outcome,
-    Phase,
     Plan,
     Reason,
     Release,
@@ -66,6 +65,7 @@ from controller.status import (
     render_status,
     status_files,
 )
+from controller.trust import TrustSettings, follow_main
 
 log = logging.getLogger("relctl")
 
@@ -232,17 +232,6 @@ def _result(
     return ReleaseResult(key=key, status=status, plan=plan, result=result, transition=transition)
 
 
-def authorization_since(previous: Status | None) -> str | None:
-    """The revision whose manifest the controller last acted on: commits after it must be
-    authorized. None (judge the whole history of the manifest) for a new release and for one
-    whose last status was not an action on an authorized revision (Invalid, Forbidden)."""
-    if previous is None or not previous.spec_hash:
-        return None
-    if previous.phase in (Phase.INVALID, Phase.FORBIDDEN):
-        return None
-    return previous.observed_commit
-
-
 # --------------------------------------------------------------------------------------------
 # the whole repository
 # --------------------------------------------------------------------------------------------
@@ -265,9 +254,10 @@ class PassCache:
     loaded: LoadResult | None = None
     statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
     observed_at: dict[str, datetime] = field(default_factory=dict)
-    #: Commit history and trusted access.yaml versions of ``commit`` (git is read once per
-    #: commit, not once per release).
-    access: AccessLog | None = None
+    #: The judge of main, with the governance blobs it read, and the trust state of the last
+    #: pass (saves reading the controller's record every pass).
+    ledger: Ledger | None = None
+    trust: TrustState | None = None
 
 
 def read_previous(
@@ -378,7 +368,7 @@ def reconcile_repository(
     else:
         loaded = _load(tree)
         if cache is not None:
-            cache.commit, cache.loaded, cache.access = commit, loaded, None
+            cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
         # Without a valid relctl.yaml no release can be judged: act on nothing and keep every
         # status as it is (an unreadable config must never read as "all releases deleted").
@@ -571,6 +561,44 @@ def commit_message(results: Iterable[ReleaseResult], removed: Iterable[str]) -> 
     return subject + ("\n\n" + "\n".join(lines) if lines else "")
 
 
+#: The load result of a pass that read no manifest.
+_NOTHING_LOADED = LoadResult(config=None, access=None, releases=(), problems=())
+
+
+def hold_everything(
+    files: RepoFiles,
+    memory: Mapping[str, bytes],
+    pushed: Mapping[str, bytes],
+    commit: str,
+    now: datetime,
+    *,
+    reason: str,
+    message: str,
+) -> RepositoryResult:
+    """No release is acted on: each keeps what the controller knows, with a Stalled
+    condition saying why (main's history diverged). Manifests are not even read."""
+    in_repo = read_previous(files)
+    results: list[ReleaseResult] = []
+    to_write: dict[str, bytes | None] = {}
+    for key, raw in sorted(memory.items()):
+        before = parse_status(raw, file=f"{STATUS_DIR}/{key}.yaml")
+        if before is None:
+            continue
+        status = held_status(
+            key, before.version, before, commit, now, reason=reason, message=message
+        )
+        rendered = raw if status == before else render_status(status)
+        changed = rendered != in_repo.get(key, (None, b""))[1]
+        if changed:
+            to_write[f"{STATUS_DIR}/{key}.yaml"] = rendered
+        results.append(replace(_result(key, before, status), rendered=rendered, changed=changed))
+    remember: dict[str, bytes | None] = {
+        r.key: r.rendered for r in results if memory.get(r.key) != r.rendered
+    }
+    del pushed  # what is in git is not compared: nothing is restored while nothing is trusted
+    return RepositoryResult(results, to_write, _NOTHING_LOADED, (), message, remember)
+
+
 class MainMoved(Exception):
     """Main moved while the pass was acting: stop, and plan again from the new tip."""
 
@@ -612,73 +640,56 @@ def intent_check(
     return check
 
 
-class _AccessCheck:
-    """access.yaml enforcement for one pass, on the controller's own record of what it last
-    acted on (never on a status file a person could write)."""
-
-    def __init__(self, root: Path, commit: str, cache: PassCache | None) -> None:
-        self.root, self.commit, self.cache = root, commit or "HEAD", cache
-        self._log: AccessLog | None = None
-
-    @property
-    def log(self) -> AccessLog:
-        if self._log is None and self.cache is not None and self.cache.commit == self.commit:
-            self._log = self.cache.access
-        if self._log is None:
-            self._log = AccessLog(self.root, until=self.commit)
-            if self.cache is not None and self.cache.commit == self.commit:
-                self.cache.access = self._log
-        return self._log
-
-    def config_refusal(self) -> str | None:
-        if not self.log.enforced:
-            return None
-        denial = self.log.untrusted(CONFIG_FILE)
-        return denial.message if denial is not None else None
-
-    def denial(self, release: Release, previous: Status | None) -> str | None:
-        if not self.log.enforced:
-            return None
-        if previous is not None and previous.spec_hash == release.spec_hash:
-            return None
-        # The manifest and the tester files it reads: every file the spec comes from.
-        found = self.log.authorize(
-            list(release.sources or (release.path,)), since=authorization_since(previous)
-        )
-        return found.message if found is not None else None
-
-
 def run_pass(
     workspace: Workspace,
     platform: Platform,
     now: Callable[[], datetime],
     *,
     state: ControllerState,
+    trust: TrustSettings,
     skip_ci: bool = False,
     progress: ProgressCallback | None = None,
     cache: PassCache | None = None,
     stop: StopCheck | None = None,
 ) -> PassResult:
-    """One whole pass: sync, reconcile every release, one status commit, push.
+    """One whole pass: sync, judge main, reconcile every release, one status commit, push.
 
     The controller's memory (``state``) is the only input about the past: the statuses it
-    knows and the files it pushed. A staged push that a crash interrupted is settled first.
+    knows, the files it pushed and the trust ledger. A staged push that a crash interrupted
+    is settled first. When main no longer continues the history the ledger judged, no
+    release is acted on: every status says so until the operator re-anchors trust.
     """
     commit = workspace.sync()
     state.settle(lambda staged: workspace.contains(staged, commit))
-    outcome = reconcile_repository(
-        WorkTree(workspace.root),
-        platform,
-        commit,
-        now(),
-        memory=state.statuses(),
-        pushed=state.pushed(),
-        cache=cache,
-        progress=progress,
-        authorizer=_AccessCheck(workspace.root, commit, cache),
-        intent=intent_check(workspace, commit),
-        stop=stop,
+    tree = GitTree(workspace.repo, commit)
+    ledger = (
+        cache.ledger if cache is not None and cache.ledger is not None else Ledger(workspace.root)
     )
+    main = follow_main(
+        ledger, state, commit, tree, trust, known=cache.trust if cache is not None else None
+    )
+    if cache is not None:
+        cache.ledger, cache.trust = ledger, main.state
+    memory = state.statuses()
+    if main.diverged is not None:
+        outcome = hold_everything(
+            tree, memory, state.pushed(), commit, now(), reason=str(Reason.HISTORY_DIVERGED),
+            message=main.diverged.message,
+        )  # fmt: skip
+    else:
+        outcome = reconcile_repository(
+            WorkTree(workspace.root),
+            platform,
+            commit,
+            now(),
+            memory=memory,
+            pushed=state.pushed(),
+            cache=cache,
+            progress=progress,
+            authorizer=main,
+            intent=intent_check(workspace, commit),
+            stop=stop,
+        )
     # What the controller did is recorded before git is touched: it holds even if the push fails.
     state.remember(outcome.remember)
     files = outcome.files
@@ -725,15 +736,11 @@ def plan_repository(
 ) -> list[ReleaseResult]:
     """What the next pass would do, per release: no platform mutation, no git write.
 
-    access.yaml is enforced as the controller would when ``root`` is a git work tree (on the
-    history of its ``HEAD`` when ``commit`` is empty); uncommitted edits are judged as if a
-    member with every right had made them. The status files of ``root`` stand in for the
-    controller's memory.
+    The status files of ``root`` stand in for the controller's memory. Who may change what
+    is not judged here: ``relctl plan --base`` judges a pull request's commits, and the
+    controller judges main (``controller.trust``).
     """
-    authorizer = _AccessCheck(root, commit, None) if is_git_work_tree(root) else None
-    return reconcile_repository(
-        root, platform, commit, now, dry_run=True, authorizer=authorizer
-    ).releases
+    return reconcile_repository(root, platform, commit, now, dry_run=True).releases
 
 
 def is_git_work_tree(root: Path) -> bool:

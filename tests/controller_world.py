@@ -7,6 +7,7 @@ Only the clock is fake (the simulator's manual clock, which the controller also 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from controller.model import Status
 from controller.platform.simulator import Simulator
 from controller.reconcile import PassResult
 from controller.status import parse_status
+from controller.trust import TrustSettings
 
 CONFIG = """\
 apiVersion: relctl/v1
@@ -161,7 +163,13 @@ def make_world(
     simulator.upload("shop", "1.4.0")
     workspace = Workspace(remote, "main", tmp / "controller")
     workspace.open()
-    controller = Controller(workspace, simulator, now=simulator.now)
+    # The operator anchors trust at the seeded commit (outside the repository).
+    anchor = subprocess.run(
+        ["git", "ls-remote", remote, "refs/heads/main"], check=True, capture_output=True, text=True
+    ).stdout.split()[0]
+    controller = Controller(
+        workspace, simulator, now=simulator.now, trust=TrustSettings(anchor=anchor)
+    )
     try:
         yield World(tmp, remote, person, simulator, workspace, controller)
     finally:

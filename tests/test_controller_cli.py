@@ -46,7 +46,10 @@ def invoke(*args: str) -> click.testing.Result:
 
 
 def controller_args(remote: str, db: Path, work: Path) -> list[str]:
-    return ["--remote", remote, "--workdir", str(work), "--platform", f"sim:{db}"]
+    return [
+        "--remote", remote, "--workdir", str(work), "--platform", f"sim:{db}",
+        "--trust-on-first-use",
+    ]  # fmt: skip
 
 
 def effects(db: Path) -> int:
@@ -96,7 +99,8 @@ def test_reconcile_exits_1_when_a_release_is_invalid(
 def test_reconcile_reports_an_unreachable_remote_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
-        ["reconcile", "--remote", str(tmp_path / "nowhere.git"), "--workdir", str(tmp_path / "w"),
+        ["reconcile", "--trust-on-first-use",
+         "--remote", str(tmp_path / "nowhere.git"), "--workdir", str(tmp_path / "w"),
          "--platform", f"sim:{tmp_path / 'p.db'}"],
     )  # fmt: skip
     assert result.exit_code == 2

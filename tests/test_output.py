@@ -45,7 +45,10 @@ class Setup:
     checkout: Path
 
     def controller(self) -> list[str]:
-        return ["--remote", self.remote, "--workdir", str(self.work), "--platform", self.platform]
+        return [
+            "--remote", self.remote, "--workdir", str(self.work), "--platform", self.platform,
+            "--trust-on-first-use",
+        ]  # fmt: skip
 
     @property
     def platform(self) -> str:

@@ -12,6 +12,7 @@ import pytest
 from controller_world import CONFIG, World, make_world, manifest
 from gitutil import PersonClone, isolate_git
 
+from controller.access import TrustError
 from controller.model import ConditionType, Phase, Reason
 from controller.platform.protocol import Stage
 
@@ -180,12 +181,14 @@ def test_tester_files_need_the_same_right_as_the_manifest(tmp_path: Path) -> Non
         assert stalled is not None and "releases/shop/testers/gcash.csv" in stalled.message
 
 
-def test_without_access_yaml_every_change_is_acted_on(tmp_path: Path) -> None:
+def test_without_access_yaml_the_controller_does_not_start(tmp_path: Path) -> None:
+    """Issue 10 replaces "no access.yaml, no access control": trust needs a master."""
     with make_world(tmp_path, {"access.yaml": None}) as world:
         anyone = person(world, "Anyone", "anyone@example.net")
         anyone.commit_and_push({SHOP: manifest()}, "release shop")
-        world.pass_once()
-        assert world.statuses()["shop/gcash"].phase is Phase.BUILDING
+        with pytest.raises(TrustError, match=r"there is no access\.yaml"):
+            world.pass_once()
+        assert world.simulator.releases() == []
 
 
 def test_deleting_access_yaml_does_not_switch_access_control_off(tmp_path: Path) -> None:

@@ -143,11 +143,14 @@ from pathlib import Path
 from controller.daemon import Controller
 from controller.gitops import Workspace
 from controller.platform.simulator import Simulator
+from controller.trust import TrustSettings
 
 remote, workdir, db = sys.argv[1:4]
 simulator = Simulator(Path(db))
 workspace = Workspace(remote, "main", Path(workdir)).open()
-controller = Controller(workspace, simulator, now=simulator.now)
+controller = Controller(
+    workspace, simulator, now=simulator.now, trust=TrustSettings(first_use=True)
+)
 print("ready", flush=True)
 while True:
     controller.pass_once(raise_errors=True)

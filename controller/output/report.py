@@ -30,6 +30,7 @@ __all__ = [
     "reconcile_report",
     "run_report",
     "status_report",
+    "trust_report",
 ]
 
 
@@ -105,3 +106,20 @@ def status_report(rows: Sequence[StatusRow], output: str, width: int) -> str:
         return "no status files yet: has the controller run a pass?\n"
     # The table ends with a newline of its own, so the text ends with an empty line.
     return format_status_table(rows, width=width) + "\n"
+
+
+def trust_report(summary: dict[str, object], output: str) -> str:
+    """``relctl trust show`` / ``reset``: the controller's trust in main."""
+    if output == "json":
+        return to_json(summary) + "\n"
+    refusals = summary.get("refusals")
+    lines = [
+        f"anchor:        {summary.get('anchor') or 'none (the controller has not started)'}",
+        f"started by:    {summary.get('how') or '-'}",
+        f"judged up to:  {summary.get('commit') or '-'}",
+        f"authorized:    {summary.get('authorized', 0)} file(s)",
+    ]
+    if isinstance(refusals, dict) and refusals:
+        lines.append("refused changes still in effect:")
+        lines.extend(f"  {path}: {message}" for path, message in sorted(refusals.items()))
+    return _lines(lines)
