@@ -188,6 +188,9 @@ def test_run_json_names_only_the_releases_that_moved() -> None:
         "pushed": None,
         "releases": [],
         "problems": [],
+        "healthy": True,
+        "edited": [],
+        "cutShort": None,
         "removed": [],
     }
     assert run_report(result, 3, "text", verbose=True) == "pass 3: nothing changed at ccccccc\n"

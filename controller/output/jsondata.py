@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from controller.model import ConditionStatus, ConditionType, Status
+
 if TYPE_CHECKING:
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
@@ -37,8 +39,9 @@ def pass_json(result: PassResult) -> dict[str, Any]:
                 "phase": str(item.status.phase),
                 "grayscale": item.status.grayscale,
                 "transition": item.transition,
-                "reason": str(item.plan.reason) if item.plan else "Invalid",
-                "message": item.plan.message if item.plan else None,
+                "reason": _condition(item.status)[0],
+                "message": _condition(item.status)[1],
+                "healthy": item.healthy,
                 "action": item.result.step.describe() if item.result else None,
                 "error": item.result.error.code if item.result and item.result.error else None,
                 "changed": item.changed,
@@ -46,7 +49,21 @@ def pass_json(result: PassResult) -> dict[str, Any]:
             for item in result.releases
         ],
         "problems": [p.to_dict() for p in result.problems],
+        "healthy": result.healthy,
+        "edited": list(result.edited),
+        "cutShort": result.cut_short,
     }
+
+
+def _condition(status: Status) -> tuple[str, str | None]:
+    """The condition a person reads first: Stalled, else Ready (its reason and message)."""
+    stalled = status.condition(ConditionType.STALLED)
+    if stalled is not None and stalled.status is ConditionStatus.TRUE:
+        return stalled.reason, stalled.message
+    ready = status.condition(ConditionType.READY)
+    if ready is not None:
+        return ready.reason, ready.message
+    return str(status.phase), None
 
 
 def run_pass_json(result: PassResult, number: int) -> dict[str, Any]:
