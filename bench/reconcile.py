@@ -360,18 +360,14 @@ class Bench:
         walls = []
         total = self.layout.releases
         every = max(1, total // 4)
-        seen = 0
 
-        def progress(_result: ReleaseResult) -> None:
-            nonlocal seen
-            seen += 1
-            if seen % every == 0 and seen < total:
-                log(f"  ... {seen}/{total} releases")
+        def progress(_result: ReleaseResult, done: int, of: int) -> None:
+            if done % every == 0 and done < of:
+                log(f"  ... {done}/{of} releases")
 
         controller.progress = progress
         try:
             for number in range(1, max_passes + 1):
-                seen = 0
                 started = time.perf_counter()
                 result = controller.pass_once(raise_errors=True)
                 walls.append(time.perf_counter() - started)

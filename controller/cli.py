@@ -224,14 +224,11 @@ def _opened_platform(spec: str | None, root: Path | None = None) -> Iterator[Pla
             close()
 
 
-def _progress_printer(output: str) -> Callable[[ReleaseResult], None]:
-    """Per-release progress of long passes in text output, on stderr."""
-    count = 0
+def _progress_printer(output: str) -> Callable[[ReleaseResult, int, int], None]:
+    """Per-release progress of long passes in text output, on stderr (counted per pass)."""
 
-    def progress(_result: ReleaseResult) -> None:
-        nonlocal count
-        count += 1
-        line = progress_line(count) if output == "text" else None
+    def progress(_result: ReleaseResult, done: int, total: int) -> None:
+        line = progress_line(done, total) if output == "text" else None
         if line is not None:
             click.echo(line, err=True)
 

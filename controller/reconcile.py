@@ -69,8 +69,9 @@ from controller.trust import TrustSettings, follow_main
 
 log = logging.getLogger("relctl")
 
-#: Reported to the caller after each release (``relctl run`` prints progress with it).
-ProgressCallback = Callable[["ReleaseResult"], None]
+#: Reported to the caller after each release (``relctl run`` prints progress with it):
+#: the release's result, how many of the pass are done, and the total.
+ProgressCallback = Callable[["ReleaseResult", int, int], None]
 #: Asked before an irreversible step; raises :class:`MainMoved` when main moved.
 IntentCheck = Callable[[], None]
 #: Asked before each release: why the pass must stop now (deadline, SIGTERM), or None.
@@ -394,6 +395,7 @@ def reconcile_repository(
     results: list[ReleaseResult] = []
     cut_short: str | None = None
     held: set[str] = set()
+    total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)
         if cut_short is None and stop is not None:
@@ -433,7 +435,7 @@ def reconcile_repository(
             )  # fmt: skip
         results.append(item)
         if progress is not None:
-            progress(item)
+            progress(item, len(results), total)
     if cut_short is not None:
         log.warning(
             "pass cut short (%s): %d release(s) left for the next pass", cut_short, len(held)
@@ -447,7 +449,7 @@ def reconcile_repository(
         status = invalid_status(key, errors, previous.get(key), commit, now)
         results.append(_result(key, previous.get(key), status))
         if progress is not None:
-            progress(results[-1])
+            progress(results[-1], len(results), total)
     results = [_note_edit(item, now) if item.key in edited else item for item in results]
 
     to_write: dict[str, bytes | None] = {}

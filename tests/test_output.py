@@ -257,3 +257,17 @@ def test_every_option_says_what_it_does(path: tuple[str, ...], command: click.Co
     assert short.exit_code == 0
     description = (command.help or "").split("\n")[0]
     assert description and " ".join(description.split()) in " ".join(short.output.split())
+
+
+def test_progress_counts_each_pass_from_zero() -> None:
+    """Finding 15: the daemon's progress line counted releases over every pass it ran."""
+    from controller.output.text import PROGRESS_EVERY, progress_line
+
+    total = PROGRESS_EVERY * 3
+    first = [progress_line(done, total) for done in range(1, total + 1)]
+    second = [progress_line(done, total) for done in range(1, total + 1)]
+    assert first == second
+    assert [line for line in first if line] == [
+        f"  ... {PROGRESS_EVERY}/{total} releases reconciled",
+        f"  ... {PROGRESS_EVERY * 2}/{total} releases reconciled",
+    ]

@@ -88,10 +88,11 @@ def check_summary(result: CheckResult) -> str:
 PROGRESS_EVERY: Final = 500
 
 
-def progress_line(count: int) -> str | None:
-    """The progress line after ``count`` releases of a long pass; None between them."""
-    if count % PROGRESS_EVERY == 0:
-        return f"  ... {count} releases reconciled"
+def progress_line(done: int, total: int) -> str | None:
+    """The progress line after ``done`` of the ``total`` releases of a pass; None between
+    them (and for the last one: the pass's own lines follow)."""
+    if done % PROGRESS_EVERY == 0 and done < total:
+        return f"  ... {done}/{total} releases reconciled"
     return None
 
 

@@ -139,3 +139,15 @@ def test_trust_show_before_the_first_start_says_so(tmp_path: Path) -> None:
     result = invoke("trust", "show", "--workdir", str(tmp_path / "nothing"))
     assert result.exit_code == 2
     assert "holds no controller state" in result.stderr
+
+
+def test_reconcile_exits_1_while_a_release_is_forbidden(setup: Setup) -> None:
+    """Finding 15: reconcile said exit 0 with a Forbidden release."""
+    assert setup.reconcile("--trust-anchor", setup.anchor).exit_code == 0
+    setup.eve.commit_and_push({GCASH: manifest(complete=True, grayscale=50)}, "half of them")
+    result = setup.reconcile()
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["healthy"] is False
+    assert data["releases"][0]["phase"] == "Forbidden"
+    assert data["releases"][0]["reason"] == "Forbidden"
