@@ -47,7 +47,6 @@ from controller.platform.errors import (
     Unknown,
 )
 from controller.platform.protocol import (
-    FINAL_STAGES,
     CompatibilityReport,
     CompatibilityStatus,
     Feedback,
@@ -60,6 +59,16 @@ from controller.platform.protocol import (
     VersionInfo,
     configuration_digest,
 )
+from controller.platform.rules import (
+    BASIC_INFO_EDITABLE_STAGES,
+    CANCELABLE_STAGES,
+    CONFIGURATION_EDITABLE_STAGES,
+    FINAL_STAGES,
+    IN_FLIGHT_STAGES,
+    RELEASABLE_STAGES,
+    RELEASED_STAGES,
+    Version,
+)
 from controller.platform.sim_clock import ClockSetting, to_datetime, to_epoch
 from controller.platform.sim_model import (
     AppSettings,
@@ -69,7 +78,6 @@ from controller.platform.sim_model import (
     compatibility_cases,
     in_grayscale,
     parse_compat_failures,
-    parse_version,
     pass_rate,
     qr_code,
     rules_rejection,
@@ -77,47 +85,6 @@ from controller.platform.sim_model import (
 from controller.platform.sim_store import Store, get_meta, next_counter, set_meta
 
 T = TypeVar("T")
-
-#: Stages in which a release still blocks a new release of the same (mini program, target).
-IN_FLIGHT_STAGES = frozenset(Stage) - FINAL_STAGES - {Stage.FULL_RELEASE}
-
-#: Every stage change the simulator can make (DESIGN 4.1, plus cancel before pilot testing
-#: and withdrawal back to NEW_VERSION_CREATED, which the real platforms also allow).
-TRANSITIONS: Mapping[Stage, frozenset[Stage]] = {
-    Stage.BUILDING: frozenset({Stage.BUILD_FAILED, Stage.NEW_VERSION_CREATED, Stage.CANCELED}),
-    Stage.NEW_VERSION_CREATED: frozenset({Stage.UNDER_REVIEW, Stage.CANCELED}),
-    Stage.UNDER_REVIEW: frozenset(
-        {
-            Stage.REJECTED,
-            Stage.PILOT_TESTING,
-            Stage.RELEASE_PREPARATION,
-            Stage.NEW_VERSION_CREATED,
-            Stage.CANCELED,
-        }
-    ),
-    Stage.REJECTED: frozenset({Stage.UNDER_REVIEW, Stage.CANCELED}),
-    Stage.PILOT_TESTING: frozenset({Stage.RELEASE_PREPARATION, Stage.CANCELED}),
-    Stage.RELEASE_PREPARATION: frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE, Stage.CANCELED}),
-    Stage.GRAYSCALE: frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE, Stage.CANCELED}),
-    Stage.FULL_RELEASE: frozenset({Stage.ARCHIVED}),
-    Stage.BUILD_FAILED: frozenset(),
-    Stage.CANCELED: frozenset(),
-    Stage.ARCHIVED: frozenset(),
-}
-
-_CANCELABLE = frozenset(
-    {
-        Stage.BUILDING,
-        Stage.NEW_VERSION_CREATED,
-        Stage.UNDER_REVIEW,
-        Stage.REJECTED,
-        Stage.PILOT_TESTING,
-        Stage.RELEASE_PREPARATION,
-        Stage.GRAYSCALE,
-    }
-)
-_EDITABLE_CONFIGURATION = frozenset({Stage.NEW_VERSION_CREATED, Stage.REJECTED})
-_RELEASABLE = frozenset({Stage.RELEASE_PREPARATION, Stage.GRAYSCALE})
 
 
 @dataclass
@@ -288,7 +255,7 @@ class Simulator:
         info = {str(k): str(v) for k, v in basic_info.items()}
 
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current is Stage.FULL_RELEASE:
+            if record.current not in BASIC_INFO_EDITABLE_STAGES:
                 raise NotEditable(
                     f"{record.label()} is fully released: basic info is editable only until "
                     "full release; release a new version to change it"
@@ -311,7 +278,7 @@ class Simulator:
                     f"{record.label()} is still building; the configuration can be changed "
                     "once the new version is created"
                 )
-            if record.current not in _EDITABLE_CONFIGURATION:
+            if record.current not in CONFIGURATION_EDITABLE_STAGES:
                 hint = (
                     "withdraw the application first"
                     if record.current is Stage.UNDER_REVIEW
@@ -330,7 +297,7 @@ class Simulator:
 
     def run_compatibility_test(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current not in _EDITABLE_CONFIGURATION:
+            if record.current not in CONFIGURATION_EDITABLE_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage}: compatibility tests run in "
                     "NEW_VERSION_CREATED or REJECTED"
@@ -357,7 +324,7 @@ class Simulator:
 
     def apply(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current not in _EDITABLE_CONFIGURATION:
+            if record.current not in CONFIGURATION_EDITABLE_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage}: apply to release from "
                     "NEW_VERSION_CREATED or REJECTED"
@@ -444,7 +411,7 @@ class Simulator:
 
     def cancel(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current not in _CANCELABLE:
+            if record.current not in CANCELABLE_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage} and cannot be canceled; to replace a "
                     "full release, fully release a newer version"
@@ -464,7 +431,7 @@ class Simulator:
         self, release_id: str, percent: int, *, idempotency_key: str
     ) -> ReleaseSnapshot:
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current not in _RELEASABLE:
+            if record.current not in RELEASABLE_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage}: grayscale release is possible from "
                     "RELEASE_PREPARATION or GRAYSCALE"
@@ -493,7 +460,7 @@ class Simulator:
 
     def full_release(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
         def change(record: _Record, now: float, conn: sqlite3.Connection) -> None:
-            if record.current not in _RELEASABLE:
+            if record.current not in RELEASABLE_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage}: full release is possible from "
                     "RELEASE_PREPARATION or GRAYSCALE"
@@ -505,7 +472,7 @@ class Simulator:
     def create_qr_code(self, release_id: str, *, idempotency_key: str) -> QrCode:
         def body(conn: sqlite3.Connection, now: float) -> QrCode:
             record = _load_mutable(conn, release_id)
-            if record.current not in (Stage.FULL_RELEASE, Stage.GRAYSCALE):
+            if record.current not in RELEASED_STAGES:
                 raise InvalidState(
                     f"{record.label()} is {record.stage}: QR codes exist for released "
                     "versions (GRAYSCALE or FULL_RELEASE)"
@@ -579,7 +546,7 @@ class Simulator:
         ``build_fails`` makes every build of the version fail. Raises ValueError on a bad
         version or failure pattern, Conflict when the version was already uploaded.
         """
-        parse_version(version)
+        Version.parse(version)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", mini_program):
             raise ValueError(f"invalid mini program id {mini_program!r}")
         failures = parse_compat_failures(compat_failures)
@@ -1033,8 +1000,8 @@ def _create_release(
                 f"{other.release_id} ({other.version}, {other.stage}); cancel release "
                 f"{other.release_id} ({other.version}) first"
             )
-    newest = max(existing, key=lambda r: parse_version(r.version), default=None)
-    if newest is not None and parse_version(version) <= parse_version(newest.version):
+    newest = max(existing, key=lambda r: Version.parse(r.version), default=None)
+    if newest is not None and Version.parse(version) <= Version.parse(newest.version):
         raise Conflict(
             f"{mini_program} {version} is not newer than {newest.version}, already released "
             f"to {target_app} ({newest.release_id}); versions must strictly increase"
@@ -1187,7 +1154,7 @@ def _snapshot(record: _Record) -> ReleaseSnapshot:
 def _feedback(record: _Record, app: AppSettings) -> Feedback:
     if record.current is Stage.PILOT_TESTING:
         users = len(record.testers)
-    elif record.current in (Stage.GRAYSCALE, Stage.FULL_RELEASE):
+    elif record.current in RELEASED_STAGES:
         users = app.users * record.grayscale // 100
     else:
         users = 0
