@@ -61,7 +61,7 @@ from pathlib import Path
 
 from controller.daemon import Controller
 from controller.gitops import Workspace
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.reconcile import PassResult, ReleaseResult
 
 #: The simulator's manual clock starts here (fixed: messages show times of day).

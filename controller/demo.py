@@ -45,7 +45,7 @@ from pathlib import Path
 
 from controller.model import ConditionStatus, ConditionType, Status
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.status import format_status_table, read_statuses, status_rows
 
 DEADLINE_SECONDS = 110

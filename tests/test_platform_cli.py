@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from controller.cli import cli
 from controller.platform.errors import NotFound
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 COMMANDS = [
     "init",

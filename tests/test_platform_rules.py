@@ -28,8 +28,8 @@ from controller.platform.protocol import (
     Stage,
     configuration_digest,
 )
-from controller.platform.sim_model import bucket, in_grayscale
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
+from controller.platform.sim.model import bucket, in_grayscale
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TESTER = "2088000000000001"

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import ReleaseSnapshot, Stage
 from controller.platform.rules import FINAL_STAGES, TRANSITIONS, Version
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 S = Stage
 #: DESIGN 4.1, plus what the platform also allows: cancel before pilot testing, withdraw an

@@ -28,7 +28,7 @@ def open_platform(spec: str) -> Platform:
     if scheme == "sim":
         if not rest.strip():
             raise ValueError("sim: needs a database path, e.g. sim:.relctl/platform.db")
-        from controller.platform.simulator import Simulator
+        from controller.platform.sim import Simulator
 
         return Simulator(Path(rest))
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree

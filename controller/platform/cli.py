@@ -3,7 +3,7 @@
 For demos, tests and curious users: configure target apps, upload versions, review
 applications, feed metrics, move the simulator's clock, inject faults, and look at releases
 the way the platform's console shows them. Every command is a thin layer over
-:class:`controller.platform.simulator.Simulator`: parse options, call one method, format the
+:class:`controller.platform.sim.Simulator`: parse options, call one method, format the
 answer (``--format text|json``).
 
 Every command takes ``--db PATH`` (env ``RELCTL_PLATFORM_DB``, default
@@ -26,11 +26,11 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from controller.platform import sim_codec as codec
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import ReleaseSnapshot
-from controller.platform.sim_clock import ClockMode, ClockSetting, parse_duration, to_datetime
-from controller.platform.sim_model import (
+from controller.platform.sim import Simulator, codec
+from controller.platform.sim.clock import ClockMode, ClockSetting, parse_duration, to_datetime
+from controller.platform.sim.model import (
     AppSettings,
     FaultSettings,
     ReviewMode,
@@ -38,7 +38,6 @@ from controller.platform.sim_model import (
     parse_grayscale_values,
     qr_png,
 )
-from controller.platform.simulator import Simulator
 
 DEFAULT_DB = ".relctl/platform.db"
 

@@ -8,7 +8,7 @@ queue, readers never block, nothing is lost. When the database stays locked long
 timeout the caller gets :class:`~controller.platform.errors.Transient` (nothing happened),
 never a raw ``sqlite3.OperationalError``.
 
-Called by ``controller.platform.simulator`` only.
+Called by ``controller.platform.sim.simulator`` only.
 """
 
 from __future__ import annotations

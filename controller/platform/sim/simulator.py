@@ -33,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from controller.platform import sim_codec as codec
 from controller.platform.errors import (
     ERROR_TYPES,
     Conflict,
@@ -69,8 +68,9 @@ from controller.platform.rules import (
     RELEASED_STAGES,
     Version,
 )
-from controller.platform.sim_clock import ClockSetting, to_datetime, to_epoch
-from controller.platform.sim_model import (
+from controller.platform.sim import codec
+from controller.platform.sim.clock import ClockSetting, to_datetime, to_epoch
+from controller.platform.sim.model import (
     AppSettings,
     FaultSettings,
     ReviewMode,
@@ -82,7 +82,7 @@ from controller.platform.sim_model import (
     qr_code,
     rules_rejection,
 )
-from controller.platform.sim_store import Store, get_meta, next_counter, set_meta
+from controller.platform.sim.store import Store, get_meta, next_counter, set_meta
 
 T = TypeVar("T")
 
@@ -625,7 +625,7 @@ class Simulator:
         """The version ``user_id`` runs in ``target_app`` right now (None: not available).
 
         Pilot testers get the version under pilot testing; in grayscale a user gets the new
-        version when their bucket (see ``sim_model.bucket``) is at most the percentage; every
+        version when their bucket (see ``model.bucket``) is at most the percentage; every
         other user gets the current full release.
         """
         releases = self.releases(mini_program, target_app)
