@@ -8,7 +8,8 @@ queue, readers never block, nothing is lost. When the database stays locked long
 timeout the caller gets :class:`~controller.platform.errors.Transient` (nothing happened),
 never a raw ``sqlite3.OperationalError``.
 
-Called by ``controller.platform.sim.simulator`` only.
+Called by :class:`controller.platform.sim.Simulator`; the rows themselves are read and written
+by ``controller.platform.sim.tables``.
 """
 
 from __future__ import annotations
@@ -166,24 +167,3 @@ class Store:
         """Commit the current write transaction early (the block's end then does nothing)."""
         if self._conn.in_transaction:
             self._retry_locked(lambda: self._conn.execute("COMMIT"))
-
-
-# --- small helpers over a connection -------------------------------------------------------
-def get_meta(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return default if row is None else json.loads(row["value"])
-
-
-def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, json.dumps(value, sort_keys=True)),
-    )
-
-
-def next_counter(conn: sqlite3.Connection, name: str) -> int:
-    """Increment and return a named counter (release ids, report ids, fault calls)."""
-    value = int(get_meta(conn, f"counter:{name}", 0)) + 1
-    set_meta(conn, f"counter:{name}", value)
-    return value
