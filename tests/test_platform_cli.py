@@ -112,6 +112,23 @@ def test_a_platform_refusal_is_one_line_on_stderr_with_exit_1(db: Path) -> None:
     assert result.stderr.startswith("error: Conflict: shop 1.0.0 is already uploaded")
 
 
+def test_uploading_an_older_version_is_a_one_line_refusal_naming_the_newest(db: Path) -> None:
+    ok(db, "init")
+    ok(db, "upload", "shop", "1.0.0")
+
+    result = run(db, "upload", "shop", "0.9.0")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: Conflict: shop 0.9.0 is lower than 1.0.0, the newest uploaded version of shop: "
+        "versions only increase; upload a version greater than 1.0.0, e.g. 1.0.1\n"
+    )
+    assert result.stdout == ""
+    ok(db, "upload", "shop", "1.0.1")
+    with Simulator(db) as sim:
+        assert [v.version for v in sim.versions("shop")] == ["1.0.0", "1.0.1"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -126,6 +143,7 @@ def test_a_platform_refusal_is_one_line_on_stderr_with_exit_1(db: Path) -> None:
     ],
 )
 def test_usage_errors_exit_2(db: Path, args: list[str]) -> None:
+    ok(db, "init")  # a missing database is refused with exit 2 too: keep that out of the way
     result = run(db, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

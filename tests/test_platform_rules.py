@@ -158,6 +158,39 @@ def test_approval_without_pilot_goes_to_release_preparation(sim: Simulator) -> N
     assert release.review is not None and not release.review.pilot_required
 
 
+LOWER = "is lower than 2.0.0, the newest uploaded version of shop: versions only increase"
+AGAIN = "is already uploaded; the newest uploaded version of shop is 2.0.0"
+GREATER = "upload a version greater than 2.0.0, e.g. 2.0.1"
+
+
+@pytest.mark.parametrize(
+    ("version", "refusal"),
+    [
+        ("1.5.0", f"shop 1.5.0 {LOWER}; {GREATER}"),
+        ("0.9.0", f"shop 0.9.0 {LOWER}; {GREATER}"),
+        ("1.1.0", f"shop 1.1.0 {AGAIN}: {GREATER}"),
+        ("2.0.0", f"shop 2.0.0 {AGAIN}: {GREATER}"),
+    ],
+)
+def test_an_upload_not_newer_than_the_newest_version_is_refused_naming_it(
+    sim: Simulator, version: str, refusal: str
+) -> None:
+    with pytest.raises(Conflict) as refused:
+        sim.upload("shop", version)
+    assert str(refused.value) == refusal
+    assert [v.version for v in sim.versions("shop")] == ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
+
+
+def test_uploaded_versions_increase_numerically_and_per_mini_program(sim: Simulator) -> None:
+    sim.upload("shop", "2.0.1")
+    sim.upload("shop", "2.10.0")  # 10 > 9 > 1: numbers, not text
+    sim.upload("pay", "0.1.0")  # another mini program has its own versions
+    with pytest.raises(Conflict, match=r"lower than 2\.10\.0"):
+        sim.upload("shop", "2.9.0")
+    assert sim.get_version("shop", "2.9.0") is None
+    assert sim.get_version("pay", "0.1.0") is not None
+
+
 def test_get_version_tells_whether_a_version_was_uploaded(sim: Simulator) -> None:
     info = sim.get_version("shop", "1.0.0")
     assert info is not None and info.uploaded_at == T0

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from controller.platform.errors import Conflict
 from controller.platform.protocol import Feedback, ReleaseSnapshot, VersionInfo
 from controller.platform.rules import Stage, Version
 from controller.platform.sim import actions, engine, tables
@@ -91,7 +90,8 @@ class PlatformConsole:
 
         ``compat_failures`` (e.g. ``"ios:3g"``) makes chosen compatibility cases fail;
         ``build_fails`` makes every build of the version fail. Raises ValueError on a bad
-        version or failure pattern, Conflict when the version was already uploaded.
+        version or failure pattern, Conflict (naming the newest version) unless the version is
+        greater than every version of the mini program uploaded so far.
         """
         Version.parse(version)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", mini_program):
@@ -99,10 +99,8 @@ class PlatformConsole:
         failures = parse_compat_failures(compat_failures)
         with self._store.write() as conn:
             now = tables.clock(conn).now()
-            if tables.load_version(conn, mini_program, version) is not None:
-                raise Conflict(
-                    f"{mini_program} {version} is already uploaded; upload a new version number"
-                )
+            uploaded = [v.version for v in tables.versions(conn, mini_program)]
+            engine.check_upload(mini_program, version, uploaded)
             tables.save_version(
                 conn,
                 UploadedVersion(

@@ -8,9 +8,9 @@ typed refusal the platform gives (``InvalidState``, ``NotEditable``, ``LimitExce
 ``NotFound``). No SQLite, no clock, no randomness: inputs in, snapshot out. The stage sets and
 the transition table it enforces are those of :mod:`controller.platform.rules`.
 
-``check_new_release`` and ``archived`` are the two rules that look at the other releases of a
-target: whether a version may start a release there, and what a full release does to the
-previous one.
+``check_upload``, ``check_new_release`` and ``archived`` are the rules that look beyond one
+release: whether a version may be uploaded (versions of a mini program only increase), whether
+it may start a release on a target, and what a full release does to the previous one.
 
 Callers: :class:`controller.platform.sim.Simulator` (every change to a release goes through
 here; the simulator adds what only it knows: ids, due times, the other rows) and
@@ -74,6 +74,7 @@ __all__ = [
     "archived",
     "check_new_release",
     "check_transition",
+    "check_upload",
     "effect",
     "label",
 ]
@@ -137,6 +138,32 @@ def check_transition(before: Stage, after: Stage) -> None:
     """
     if after not in TRANSITIONS[before]:
         raise AssertionError(f"{before} -> {after} is not a transition of the platform")
+
+
+def check_upload(mini_program: str, version: str, uploaded: Iterable[str]) -> None:
+    """Refuse an upload that is not newer than the newest uploaded version of the mini program.
+
+    Versions of a mini program strictly increase ("Upload mini programs"; Alipay Open Platform
+    refuses a version that is not greater, x.y.z compared numerically), so a number is never
+    uploaded twice either. ``uploaded`` are the versions already uploaded, in any order.
+    Raises Conflict naming the newest one; ValueError when ``version`` is not x.y.z.
+    """
+    wanted = Version.parse(version)
+    previous = set(uploaded)
+    known = [parsed for text in previous if (parsed := Version.parse_or_none(text)) is not None]
+    if not known or wanted > max(known):
+        return
+    newest = max(known)
+    fix = f"upload a version greater than {newest}, e.g. {newest.next_patch()}"
+    if version in previous:
+        raise Conflict(
+            f"{mini_program} {version} is already uploaded; the newest uploaded version of "
+            f"{mini_program} is {newest}: {fix}"
+        )
+    raise Conflict(
+        f"{mini_program} {version} is lower than {newest}, the newest uploaded version of "
+        f"{mini_program}: versions only increase; {fix}"
+    )
 
 
 def check_new_release(
