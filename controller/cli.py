@@ -36,7 +36,7 @@ from controller.manifests import (
 from controller.model import ConditionType, Outcome
 from controller.platform import open_platform
 from controller.platform.cli import platform
-from controller.platform.errors import PlatformError
+from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
 from controller.preview import preview_change, preview_json, render_markdown
 from controller.preview import render_text as render_preview_text
@@ -250,6 +250,8 @@ def _opened_platform(spec: str | None, root: Path | None = None) -> Iterator[Pla
         adapter = open_platform(spec or DEFAULT_PLATFORM)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    except PlatformUnusable as exc:  # e.g. a sim: path with no simulator database
+        _fail(str(exc))
     try:
         yield adapter
     finally:

@@ -150,6 +150,7 @@ def test_usage_errors_exit_2(db: Path, args: list[str]) -> None:
 
 
 def test_set_app_and_apps_show_the_settings(db: Path) -> None:
+    ok(db, "init")
     ok(
         db,
         "set-app",
@@ -188,6 +189,7 @@ def test_set_app_and_apps_show_the_settings(db: Path) -> None:
 
 
 def test_clock_manual_advance_and_real(db: Path) -> None:
+    ok(db, "init")
     assert "manual, now 2025-01-01T00:00:00Z" in ok(
         db, "clock", "--manual", "--at", "2025-01-01T00:00:00"
     )
@@ -198,6 +200,7 @@ def test_clock_manual_advance_and_real(db: Path) -> None:
 
 
 def test_faults_can_be_set_and_turned_off(db: Path) -> None:
+    ok(db, "init")
     out = ok(db, "faults", "--error-rate", "0.3", "--unknown-rate", "0.2", "--latency", "50ms")
     assert "error rate 0.3" in out and "latency 0.05s" in out
     data = json.loads(ok(db, "faults", "--seed", "9", "--format", "json"))
@@ -218,13 +221,16 @@ def test_db_option_and_default_location(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.output
     assert (tmp_path / ".relctl" / "platform.db").exists()
     other = tmp_path / "other.db"
-    result = CliRunner().invoke(cli, ["platform", "apps", "--db", str(other)])
+    result = CliRunner().invoke(cli, ["platform", "init", "--db", str(other)])
     assert result.exit_code == 0 and other.exists()
+    result = CliRunner().invoke(cli, ["platform", "apps", "--db", str(other)])
+    assert result.exit_code == 0 and "no target apps" in result.output
 
 
 def test_db_can_be_given_before_the_command(tmp_path: Path) -> None:
     group_db, command_db = tmp_path / "group.db", tmp_path / "command.db"
     runner = CliRunner()
+    assert runner.invoke(cli, ["platform", "init", "--db", str(command_db)]).exit_code == 0
     result = runner.invoke(cli, ["platform", "--db", str(group_db), "init", "--apps", "gcash"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["platform", "--db", str(group_db), "apps"])

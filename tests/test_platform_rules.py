@@ -19,6 +19,7 @@ from controller.platform.errors import (
     LimitExceeded,
     NotEditable,
     NotFound,
+    PlatformUnusable,
 )
 from controller.platform.protocol import (
     CompatibilityStatus,
@@ -90,9 +91,13 @@ def test_simulator_implements_the_platform_protocol(sim: Simulator) -> None:
 
 
 def test_open_platform_opens_the_simulator_and_refuses_unknown_schemes(tmp_path: Path) -> None:
+    Simulator(tmp_path / "p.db").close()
     platform = open_platform(f"sim:{tmp_path}/p.db")
     assert isinstance(platform, Simulator)
     platform.close()
+    with pytest.raises(PlatformUnusable, match="no platform simulator database at"):
+        open_platform(f"sim:{tmp_path}/typo.db")
+    assert not (tmp_path / "typo.db").exists()
     with pytest.raises(ValueError, match="unknown platform adapter 'http://x'"):
         open_platform("http://x")
     with pytest.raises(ValueError, match="needs a database path"):

@@ -7,8 +7,9 @@ the way the platform's console shows them. Every command is a thin layer over
 answer (``--format text|json``).
 
 Every command takes ``--db PATH`` (env ``RELCTL_PLATFORM_DB``, default
-``.relctl/platform.db``). Exit codes: 0 success; 1 the platform refused (one line on stderr,
-``error: <Code>: <message>``); 2 usage error.
+``.relctl/platform.db``); every command but ``init`` needs the database to exist. Exit codes:
+0 success; 1 the platform refused (one line on stderr, ``error: <Code>: <message>``); 2 usage
+error, or a database that is missing, not a simulator's, corrupt or read-only (one line).
 
 Called by ``controller.cli`` (mounted as the ``platform`` group).
 """
@@ -26,7 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from controller.platform.errors import PlatformError
+from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import ReleaseSnapshot
 from controller.platform.sim import Simulator, codec
 from controller.platform.sim.clock import ClockMode, ClockSetting, parse_duration, to_datetime
@@ -95,12 +96,16 @@ def _format_option(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _refusals(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a platform refusal into one line on stderr (exit 1), a bad value into exit 2."""
+    """Turn a platform refusal into one line on stderr (exit 1), a bad value or an unusable
+    database into exit 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except PlatformUnusable as error:
+            click.echo(f"error: {error.message}", err=True)
+            raise SystemExit(2) from None
         except PlatformError as error:
             click.echo(f"error: {error.code}: {error.message}", err=True)
             raise SystemExit(1) from None
@@ -111,8 +116,9 @@ def _refusals(command: Callable[P, R]) -> Callable[P, R]:
 
 
 @contextmanager
-def _simulator(db: Path) -> Iterator[Simulator]:
-    with Simulator(db) as simulator:
+def _simulator(db: Path, *, create: bool = False) -> Iterator[Simulator]:
+    """The simulator at ``db``; only ``init`` may create it (a typo is never a new platform)."""
+    with Simulator(db, create=create) as simulator:
         yield simulator
 
 
@@ -278,7 +284,7 @@ def init(
     db: Path, apps: str | None, manual_clock: bool, at: datetime | None, output_format: str
 ) -> None:
     """Create the simulator database (and optionally target apps with defaults)."""
-    with _simulator(db) as sim:
+    with _simulator(db, create=True) as sim:
         configured = sim.init(_csv(apps))
         if manual_clock:
             sim.set_clock(manual=True, at=at)

@@ -64,9 +64,15 @@ class Simulator(PlatformConsole):
     ``PlatformConsole``, the platform side (``set_app``, ``upload``, ``review``, ...).
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        """Open the simulator's database at ``path``, creating it when missing if ``create``.
+
+        ``create=False`` (what ``sim:PATH`` and ``relctl platform`` use, except ``init``)
+        refuses a missing file. Either way a file that is not a simulator's database, a
+        corrupt or a read-only one raises PlatformUnusable.
+        """
         self.path = Path(path)
-        self._store = Store(self.path)
+        self._store = Store(self.path, create=create)
 
     # --- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:

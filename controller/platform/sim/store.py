@@ -8,6 +8,13 @@ queue, readers never block, nothing is lost. When the database stays locked long
 timeout the caller gets :class:`~controller.platform.errors.Transient` (nothing happened),
 never a raw ``sqlite3.OperationalError``.
 
+A ``Store`` opens only a simulator's database: a missing file (unless asked to create it, as
+``relctl platform init`` does), a file that is not SQLite, an SQLite database without the
+simulator's tables, a corrupt or a read-only one is refused with
+:class:`~controller.platform.errors.PlatformUnusable`, one line naming the path and the fix,
+and so is any such failure met later. The schema is never added to a database that has other
+tables.
+
 Called by :class:`controller.platform.sim.Simulator`; the rows themselves are read and written
 by ``controller.platform.sim.tables``.
 """
@@ -16,15 +23,16 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from controller.platform.errors import Transient
+from controller.platform.errors import PlatformUnusable, Transient
 
 SCHEMA_VERSION = 1
 
@@ -67,38 +75,95 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
+#: The tables that make an SQLite file a simulator's database.
+TABLES = frozenset({"meta", "apps", "versions", "releases", "idempotency"})
+
 #: How long a transaction waits for another process's lock before giving up (seconds).
 LOCK_TIMEOUT = 30.0
 
 
-def _is_lock_error(error: sqlite3.OperationalError) -> bool:
+def _is_lock_error(error: sqlite3.Error) -> bool:
     text = str(error).lower()
-    return "locked" in text or "busy" in text
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _init_hint(path: Path) -> str:
+    return f"`relctl platform --db {shlex.quote(str(path))} init`"
+
+
+def unusable(path: Path, error: sqlite3.Error) -> PlatformUnusable:
+    """The one-line refusal for an SQLite error that means the file cannot be used."""
+    name = str(getattr(error, "sqlite_errorname", "") or "")
+    if name == "SQLITE_NOTADB":
+        return PlatformUnusable(
+            f"{path} is not a platform simulator database (not an SQLite file): point to the "
+            "simulator's database, or create a new one at another path with "
+            "`relctl platform --db PATH init`"
+        )
+    if name.startswith("SQLITE_CORRUPT"):
+        return PlatformUnusable(
+            f"the platform simulator database {path} is corrupt ({error}): restore it from a "
+            "backup, or create a new one at another path with `relctl platform --db PATH init`"
+        )
+    if name.startswith("SQLITE_READONLY"):
+        return PlatformUnusable(
+            f"the platform simulator database {path} is read-only ({error}): the simulator "
+            "needs to write to the file and to its directory"
+        )
+    if name.startswith("SQLITE_CANTOPEN"):
+        return PlatformUnusable(f"cannot open the platform simulator database {path}: {error}")
+    return PlatformUnusable(f"the platform simulator database {path} cannot be used: {error}")
 
 
 class Store:
     """One SQLite database file, opened for the simulator (thread-safe, process-safe)."""
 
-    def __init__(self, path: Path | str, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    def __init__(
+        self, path: Path | str, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT
+    ) -> None:
+        """Open the simulator's database at ``path``; ``create`` allows a new (empty) one.
+
+        Raises PlatformUnusable for a missing file (without ``create``), a file that is not a
+        simulator's database, a corrupt or a read-only one; Transient when another process
+        holds the lock longer than ``lock_timeout``.
+        """
         self.path = Path(path)
         self.lock_timeout = lock_timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.exists():
+            raise PlatformUnusable(
+                f"no platform simulator database at {self.path}: run "
+                f"{_init_hint(self.path)} to create one, or fix the path"
+            )
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path,
-            timeout=lock_timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,
-        )
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=lock_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+        except OSError as error:
+            raise PlatformUnusable(
+                f"cannot create the platform simulator database {self.path}: {error}"
+            ) from None
+        except sqlite3.Error as error:
+            raise unusable(self.path, error) from None
         self._conn.row_factory = sqlite3.Row
-        self._retry_locked(self._setup)
+        try:
+            self._retry_locked(lambda: self._setup(create))
+        except BaseException:
+            self._conn.close()
+            raise
 
     # --- lifecycle -----------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, create: bool) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+        self._check_identity(create)  # before anything writes to the file
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # pragma: no cover - e.g. a read-only medium
-            raise Transient(f"cannot open {self.path} in WAL mode (got {mode})")
+            raise PlatformUnusable(f"cannot open {self.path} in WAL mode (got {mode})")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self.write() as conn:
             for statement in _SCHEMA.split(";"):
@@ -109,11 +174,49 @@ class Store:
                 (json.dumps(SCHEMA_VERSION),),
             )
 
+    def _check_identity(self, create: bool) -> None:
+        """Refuse a file that is not (yet) a simulator's database, unless creating an empty one."""
+        rows = self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {str(row[0]) for row in rows.fetchall()}
+        if not tables:
+            if create:
+                return
+            raise PlatformUnusable(
+                f"{self.path} is empty, not a platform simulator database: run "
+                f"{_init_hint(self.path)} to create one"
+            )
+        missing = TABLES - tables
+        if missing:
+            raise PlatformUnusable(
+                f"{self.path} is an SQLite database but not a platform simulator database (no "
+                f"{', '.join(sorted(missing))} table): point to the simulator's database, "
+                "or create a new one at another path with `relctl platform --db PATH init`"
+            )
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = str(row[0]) if row is not None else "none"
+        if version != json.dumps(SCHEMA_VERSION):
+            raise PlatformUnusable(
+                f"{self.path} has simulator schema {version}, this relctl reads schema "
+                f"{SCHEMA_VERSION}: use the relctl that created it, or create a new database "
+                "with `relctl platform --db PATH init`"
+            )
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     # --- transactions ----------------------------------------------------------------------
+    def _translate(self, error: sqlite3.Error) -> Exception:
+        """The platform error an SQLite error means: busy, or an unusable file.
+
+        Errors of the program itself (constraint violations, misuse) stay what they are.
+        """
+        if _is_lock_error(error):
+            return Transient(f"the platform database {self.path} is busy; try again")
+        if type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            return unusable(self.path, error)
+        return error
+
     def _retry_locked(self, action: Any) -> Any:
         """Run ``action`` again while another process holds the lock, up to the timeout."""
         deadline = time.monotonic() + self.lock_timeout
@@ -122,15 +225,19 @@ class Store:
         while True:
             try:
                 return action()
-            except sqlite3.OperationalError as error:
+            except sqlite3.Error as error:
                 if not _is_lock_error(error) or time.monotonic() >= deadline:
-                    if _is_lock_error(error):
-                        raise Transient(
-                            f"the platform database {self.path} is busy; try again"
-                        ) from error
-                    raise
+                    translated = self._translate(error)
+                    if translated is error:
+                        raise
+                    raise translated from error
                 time.sleep(delay * (1 + jitter.random()))
                 delay = min(delay * 2, 0.5)
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with suppress(sqlite3.Error):  # a broken file: the error raised says why
+                self._conn.execute("ROLLBACK")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -144,9 +251,14 @@ class Store:
             self._retry_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._conn
+            except sqlite3.Error as error:
+                self._rollback()
+                translated = self._translate(error)
+                if translated is error:
+                    raise
+                raise translated from error
             except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 if self._conn.in_transaction:
@@ -159,9 +271,13 @@ class Store:
             self._retry_locked(lambda: self._conn.execute("BEGIN"))
             try:
                 yield self._conn
+            except sqlite3.Error as error:
+                translated = self._translate(error)
+                if translated is error:
+                    raise
+                raise translated from error
             finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
 
     def commit_now(self) -> None:
         """Commit the current write transaction early (the block's end then does nothing)."""
