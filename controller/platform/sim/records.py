@@ -10,7 +10,7 @@ fails, which compatibility cases fail, the feedback metrics). ``snapshot()`` sho
 finishes, an automatic review decides), stamped with the deadline itself. It is pure: the
 target app's settings come from a lookup the caller passes.
 
-Called by :class:`controller.platform.sim.Simulator` and ``controller.platform.sim.tables``.
+Called by the simulator's own modules: ``simulator``, ``console`` and ``tables``.
 """
 
 from __future__ import annotations
