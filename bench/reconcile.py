@@ -61,7 +61,7 @@ from pathlib import Path
 
 from controller.daemon import Controller
 from controller.gitops import Workspace
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.reconcile import PassResult, ReleaseResult
 from controller.trust import TrustSettings
 

@@ -34,7 +34,6 @@ No platform call and no git write happen. Called by ``controller.cli``.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -56,27 +55,17 @@ from controller.manifests import (
     release_key,
 )
 from controller.model import Release, Status
-from controller.plan import NEEDS_SUPERSEDE
-from controller.platform.protocol import Stage
+from controller.platform.rules import (
+    CONFIGURATION_FROZEN_STAGES,
+    RELEASED_STAGES,
+    SUPERSEDE_REQUIRED_STAGES,
+    Stage,
+    Version,
+)
 from controller.status import parse_status
 
 __all__ = ["CheckResult", "check_change"]
 
-#: Stages from which the controller never pushes a configuration again (DESIGN 4.3 and
-#: ``plan.decide``: pilot testing, release preparation, grayscale and full release only
-#: sync testers, gates, grayscale and basic info; a canceled or archived version is final).
-FROZEN_STAGES = frozenset(
-    {
-        Stage.PILOT_TESTING,
-        Stage.RELEASE_PREPARATION,
-        Stage.GRAYSCALE,
-        Stage.FULL_RELEASE,
-        Stage.CANCELED,
-        Stage.ARCHIVED,
-    }
-)
-#: Stages whose observed grayscale is a floor for the manifest's.
-_EXPOSED = frozenset({Stage.GRAYSCALE, Stage.FULL_RELEASE})
 _SIGN = "sign the commit with the SSH key access.yaml records for you (policy.requireSignedCommits)"
 #: How to fix a denial, by its reason.
 _FORBIDDEN_HINTS: Mapping[str, str] = {
@@ -228,9 +217,9 @@ class _Change:
         if main is not None and main.spec.version != old:
             if new == main.spec.version:
                 return None  # main made the same change meanwhile
-            if _version_order(main.spec.version) > _version_order(old):
+            if Version.parse(main.spec.version) > Version.parse(old):
                 floor, where = main.spec.version, "the version on the base branch now"
-        if _version_order(new) > _version_order(floor):
+        if Version.parse(new) > Version.parse(floor):
             return None
         return self._at(
             after,
@@ -238,7 +227,8 @@ class _Change:
             "version-not-increasing",
             f"version {new} is not greater than {floor} ({where}): versions of "
             f"{after.key} only move forward",
-            f"set version to an uploaded version greater than {floor}, e.g. {_next_patch(floor)}",
+            f"set version to an uploaded version greater than {floor}, "
+            f"e.g. {Version.parse(floor).next_patch()}",
         )
 
     def _grayscale(
@@ -254,7 +244,11 @@ class _Change:
         floors = [(before.spec.grayscale, "in the manifest before this change")]
         if main is not None and main.spec.version == after.spec.version:
             floors.append((main.spec.grayscale, "in the manifest on the base branch"))
-        if status is not None and status.version == after.spec.version and status.stage in _EXPOSED:
+        if (
+            status is not None
+            and status.version == after.spec.version
+            and status.stage in RELEASED_STAGES
+        ):
             floors.append((status.grayscale, f"observed on {after.target_app} at base"))
         floor, where = max(floors, key=lambda pair: pair[0])
         if new >= floor:
@@ -292,7 +286,7 @@ class _Change:
                 "fine if intended: the review starts over; otherwise revert the configuration",
                 Severity.WARNING,
             )
-        if stage not in FROZEN_STAGES:
+        if stage not in CONFIGURATION_FROZEN_STAGES:
             return None
         return self._at(
             after,
@@ -330,9 +324,14 @@ class _Change:
             new == before.spec.version
             or after.spec.supersede
             or status is None
-            or status.stage not in NEEDS_SUPERSEDE
+            or status.stage not in SUPERSEDE_REQUIRED_STAGES
             or status.version == new
-            or _version_order(status.version) >= _version_order(new)
+            # a status file is untrusted: one whose version is not x.y.z still holds testers
+            # or users in this stage, so replacing it still asks for supersede: true
+            or (
+                (observed := Version.parse_or_none(status.version)) is not None
+                and observed >= Version.parse(new)
+            )
         ):
             return None
         return self._at(
@@ -477,17 +476,6 @@ def _statuses(root: Path, manifests: Sequence[str]) -> dict[str, Status]:
 
 def _is_manifest(path: str) -> bool:
     return path.startswith(f"{RELEASES_DIR}/") and path.endswith(MANIFEST_SUFFIXES)
-
-
-def _version_order(version: str) -> tuple[int, ...]:
-    """``"1.10.0"`` -> ``(1, 10, 0)``: numeric order of x.y.z versions."""
-    return tuple(int(number) for number in re.findall(r"\d+", version))
-
-
-def _next_patch(version: str) -> str:
-    numbers = list(_version_order(version)) or [0]
-    numbers[-1] += 1
-    return ".".join(str(n) for n in numbers)
 
 
 def _stage_words(status: Status) -> str:

@@ -39,7 +39,7 @@ from controller.output.table import status_rows
 from controller.output.text import check_summary, problem_line, progress_line, validate_summary
 from controller.platform import open_platform
 from controller.platform.cli import platform
-from controller.platform.errors import PlatformError
+from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
 from controller.preview import preview_change
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
@@ -216,6 +216,8 @@ def _opened_platform(spec: str | None, root: Path | None = None) -> Iterator[Pla
         adapter = open_platform(spec or DEFAULT_PLATFORM)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    except PlatformUnusable as exc:  # e.g. a sim: path with no simulator database
+        _fail(str(exc))
     try:
         yield adapter
     finally:

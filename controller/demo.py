@@ -46,7 +46,7 @@ from pathlib import Path
 from controller.model import ConditionStatus, ConditionType, Status
 from controller.output.table import format_status_table, status_rows
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.status import read_statuses
 
 DEADLINE_SECONDS = 110

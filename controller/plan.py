@@ -39,8 +39,7 @@ Called by ``controller.reconcile`` (``reconcile_release``, ``plan_repository``).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,12 +59,17 @@ from controller.model import (
     digest,
 )
 from controller.platform.protocol import (
-    FINAL_STAGES,
     CompatibilityReport,
     CompatibilityStatus,
     ReleaseSnapshot,
     Stage,
     configuration_digest,
+)
+from controller.platform.rules import (
+    FINAL_STAGES,
+    IN_FLIGHT_STAGES,
+    SUPERSEDE_REQUIRED_STAGES,
+    Version,
 )
 
 __all__ = [
@@ -92,18 +96,6 @@ _STAGE_PHASES: Mapping[Stage, Phase] = {
     Stage.CANCELED: Phase.CANCELED,
     Stage.ARCHIVED: Phase.ARCHIVED,
 }
-
-#: Stages of another version that still hold the target: a new release waits for them.
-_IN_FLIGHT = frozenset(Stage) - FINAL_STAGES - {Stage.FULL_RELEASE}
-#: In-flight stages in which testers or users have the version, or it was applied:
-#: replacing it needs ``supersede: true``.
-NEEDS_SUPERSEDE = frozenset(
-    {Stage.UNDER_REVIEW, Stage.PILOT_TESTING, Stage.RELEASE_PREPARATION, Stage.GRAYSCALE}
-)
-#: Stages that leave nothing to cancel (or where a cancel is no longer possible).
-_NOT_CANCELABLE = frozenset(
-    {Stage.BUILD_FAILED, Stage.CANCELED, Stage.ARCHIVED, Stage.FULL_RELEASE}
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,11 +309,8 @@ def _reconcile_not_created(ctx: _Pass) -> Plan:
 
 def _reconcile_newer_version(ctx: _Pass) -> Plan | None:
     """Versions strictly increase per target: any newer release (even canceled) blocks."""
-    wanted = _version_order(ctx.version)
-    newer = sorted(
-        (other for other in ctx.observed.others if _version_order(other.version) > wanted),
-        key=lambda other: _version_order(other.version),
-    )
+    wanted = Version.parse(ctx.version)
+    newer = [other for version, other in _versioned(ctx.observed.others) if version > wanted]
     if not newer:
         return None
     latest = newer[-1]
@@ -349,18 +338,15 @@ def _reconcile_upload(ctx: _Pass) -> Plan | None:
 
 
 def _reconcile_supersede(ctx: _Pass) -> Plan | None:
-    wanted = _version_order(ctx.version)
-    older = sorted(
-        (
-            other
-            for other in ctx.observed.others
-            if _version_order(other.version) < wanted and other.stage in _IN_FLIGHT
-        ),
-        key=lambda other: (_version_order(other.version), other.release_id),
-    )
+    wanted = Version.parse(ctx.version)
+    older = [
+        other
+        for version, other in _versioned(ctx.observed.others)
+        if version < wanted and other.stage in IN_FLIGHT_STAGES
+    ]
     if not older:
         return None
-    guarded = [other for other in older if other.stage in NEEDS_SUPERSEDE]
+    guarded = [other for other in older if other.stage in SUPERSEDE_REQUIRED_STAGES]
     if guarded and not ctx.spec.supersede:
         held = guarded[0]
         return ctx.plan(
@@ -370,7 +356,7 @@ def _reconcile_supersede(ctx: _Pass) -> Plan | None:
             f"to cancel it and release {ctx.version}",
         )
     target = older[0]
-    why = "supersede: true" if target.stage in NEEDS_SUPERSEDE else "nobody has it yet"
+    why = "supersede: true" if target.stage in SUPERSEDE_REQUIRED_STAGES else "nobody has it yet"
     return ctx.act(
         Reason.SUPERSEDING,
         f"canceling {target.version} ({_stage_words(target)}; {why}) to release {ctx.version}",
@@ -770,6 +756,20 @@ def _changed_since_apply(ctx: _Pass, snapshot: ReleaseSnapshot) -> bool:
     )
 
 
+def _versioned(others: Iterable[ReleaseSnapshot]) -> list[tuple[Version, ReleaseSnapshot]]:
+    """Other releases with their versions, oldest version first (ties by release id).
+
+    A release whose version is not x.y.z (a platform answer this controller cannot order) is
+    left out: whether it is older or newer is for the platform to refuse, not to guess.
+    """
+    versioned = [
+        (version, other)
+        for other in others
+        if (version := Version.parse_or_none(other.version)) is not None
+    ]
+    return sorted(versioned, key=lambda pair: (pair[0], pair[1].release_id))
+
+
 def _since(snapshot: ReleaseSnapshot) -> datetime:
     """When the release entered its current stage."""
     return snapshot.stage_times.get(snapshot.stage, snapshot.updated_at)
@@ -802,8 +802,3 @@ def _count(n: int, noun: str) -> str:
 
 def _percent(value: float) -> str:
     return f"{value:g}%"
-
-
-def _version_order(version: str) -> tuple[int, ...]:
-    """``"1.10.0"`` -> ``(1, 10, 0)``: numeric order of x.y.z versions."""
-    return tuple(int(number) for number in re.findall(r"\d+", version))

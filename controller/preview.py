@@ -3,10 +3,12 @@
 For every release whose manifest differs between the base revision (main) and the head of a
 pull request, ``preview_change`` projects the controller's own steps with the pure
 :func:`controller.plan.decide`: it starts from what the controller last observed (the status
-file at the base revision), applies each step's expected effect to that picture, and stops
-where the platform or a person has to move next (a build, a review, a gate) or where the
-controller would refuse. No platform call and no git write happen, so the preview runs in CI
-without platform credentials and renders the same text for the same change.
+file at the base revision), applies each step's effect to that picture with the simulator's
+own rules (:func:`controller.platform.sim.engine.effect`, under the target app's rules from
+``relctl.yaml``), and stops where the platform or a person has to move next (a build, a
+review, a gate) or where the controller or the platform would refuse. No platform call and no
+git write happen, so the preview runs in CI without platform credentials and renders the same
+text for the same change.
 
 ``controller.output`` renders the result (text, json, or one pull-request comment that CI
 updates in place). Called by ``controller.cli``.
@@ -14,7 +16,7 @@ updates in place). Called by ``controller.cli``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +24,19 @@ from pathlib import Path
 from controller.access import TrustError, judge_range
 from controller.gitops import resolve_revision, revision_tree
 from controller.manifests import LoadResult, Problem, Severity, load_repository
-from controller.model import Action, Observed, Outcome, Phase, Plan, Release, Status, Step
+from controller.model import (
+    Action,
+    Observed,
+    Outcome,
+    Phase,
+    Plan,
+    Release,
+    RepoConfig,
+    Status,
+    Step,
+)
 from controller.plan import decide, derive_phase
+from controller.platform.errors import PlatformError
 from controller.platform.protocol import (
     CompatibilityReport,
     CompatibilityStatus,
@@ -33,6 +46,7 @@ from controller.platform.protocol import (
     ReviewDecision,
     Stage,
 )
+from controller.platform.sim import AppSettings, actions, engine
 from controller.reconcile import read_previous
 
 #: A projection never takes more steps than this (a safety net; real chains are short).
@@ -167,7 +181,8 @@ def _changes(
                 )
             )
         elif key not in old or old[key].spec_hash != new[key].spec_hash:
-            changes.append(_project(old.get(key), new[key], status, now))
+            app = _target_app(after.config, new[key].target_app)
+            changes.append(_project(old.get(key), new[key], status, now, app))
     return changes
 
 
@@ -176,7 +191,7 @@ def _version(release: Release | None) -> str | None:
 
 
 def _project(
-    old: Release | None, new: Release, status: Status | None, now: datetime
+    old: Release | None, new: Release, status: Status | None, now: datetime, app: AppSettings
 ) -> ReleaseChange:
     """Run decide() forward on a picture of the platform built from the last status."""
     observed = _observed(old, new, status, now)
@@ -190,12 +205,18 @@ def _project(
         if plan.step is None:
             then, refused = _ending(plan, moved=bool(steps))
             break
-        steps.append(plan.step.describe())
         if plan.step.action in _WAITS_FOR_PLATFORM:
+            steps.append(plan.step.describe())
             phase, then = _WAITS_FOR_PLATFORM[plan.step.action]
             phase_after = str(phase)
             break
-        observed = _effect(observed, plan.step)
+        try:
+            observed = _effect(observed, plan.step, app)
+        except PlatformError as refusal:
+            then = f"refused: the platform would refuse {plan.step.describe()}: {refusal}"
+            refused = True
+            break
+        steps.append(plan.step.describe())
     if not phase_after:
         phase_after = _phase_words(derive_phase(new, observed.release), observed.release)
     return ReleaseChange(
@@ -290,35 +311,55 @@ def _snapshot(release: Release, status: Status, now: datetime) -> ReleaseSnapsho
     )
 
 
-def _effect(observed: Observed, step: Step) -> Observed:
-    """The platform after ``step`` succeeds (only steps that do not wait for the platform)."""
+def _target_app(config: RepoConfig | None, app_id: str) -> AppSettings:
+    """The platform rules of a target app as ``relctl.yaml`` declares them."""
+    target = config.target_apps.get(app_id) if config is not None else None
+    if target is None:
+        return AppSettings(app_id=app_id)
+    return AppSettings(
+        app_id=app_id,
+        testers_max=target.testers_max,
+        grayscale_values=target.grayscale_values or (),
+        user_id_pattern=target.user_id_pattern,
+    )
+
+
+def _effect(observed: Observed, step: Step, app: AppSettings) -> Observed:
+    """The platform after ``step``, by the simulator's rules; raises the platform's refusal.
+
+    Only steps that do not wait for the platform come here. A stage entered is stamped with the
+    picture's own time (when the controller last saw the release): the preview cannot know
+    when the step will run.
+    """
+    action = _ACTIONS[step.action](step)
     target = observed.release
     if step.action is Action.CANCEL and target is None:  # superseding an older version
         others = tuple(
-            replace(o, stage=Stage.CANCELED) if o.release_id == step.release_id else o
+            engine.effect(o, action, app, o.updated_at) if o.release_id == step.release_id else o
             for o in observed.others
         )
         return replace(observed, others=others)
     assert target is not None
-    changes: dict[str, object] = {}
-    if step.action is Action.UPDATE_BASIC_INFO:
-        changes["basic_info"] = dict(step.basic_info or {})
-    elif step.action is Action.UPDATE_CONFIGURATION:
-        changes["configuration"] = dict(step.configuration or {})
-    elif step.action is Action.SET_TESTERS:
-        changes["testers"] = tuple(step.testers or ())
-    elif step.action is Action.COMPLETE_TESTING:
-        changes["stage"] = Stage.RELEASE_PREPARATION
-    elif step.action is Action.SET_GRAYSCALE:
-        changes.update(stage=Stage.GRAYSCALE, grayscale=int(step.percent or 0))
-    elif step.action is Action.FULL_RELEASE:
-        changes.update(stage=Stage.FULL_RELEASE, grayscale=100)
-    elif step.action is Action.CANCEL:
-        changes["stage"] = Stage.CANCELED
-    elif step.action is Action.CREATE_QR_CODE:
-        changes["qr_code"] = QrCode("pending", "")
-    if "stage" in changes:
-        stage = changes["stage"]
-        assert isinstance(stage, Stage)
-        changes["stage_times"] = {**target.stage_times, stage: target.updated_at}
-    return replace(observed, release=replace(target, **changes))  # type: ignore[arg-type]
+    after = engine.effect(target, action, app, target.updated_at)
+    others = observed.others
+    if after.stage is Stage.FULL_RELEASE and target.stage is not Stage.FULL_RELEASE:
+        others = tuple(
+            engine.archived(o, after, after.updated_at) if o.stage is Stage.FULL_RELEASE else o
+            for o in others
+        )
+    return replace(observed, release=after, others=others)
+
+
+#: The simulator's action for each step the preview projects (the others wait for the platform).
+_ACTIONS: Mapping[Action, Callable[[Step], actions.Action]] = {
+    Action.UPDATE_BASIC_INFO: lambda step: actions.UpdateBasicInfo(dict(step.basic_info or {})),
+    Action.UPDATE_CONFIGURATION: lambda step: actions.UpdateConfiguration(
+        dict(step.configuration or {})
+    ),
+    Action.SET_TESTERS: lambda step: actions.SetTesters(tuple(step.testers or ())),
+    Action.COMPLETE_TESTING: lambda _step: actions.CompleteTesting(),
+    Action.SET_GRAYSCALE: lambda step: actions.SetGrayscale(int(step.percent or 0)),
+    Action.FULL_RELEASE: lambda _step: actions.FullRelease(),
+    Action.CANCEL: lambda _step: actions.Cancel(),
+    Action.CREATE_QR_CODE: lambda _step: actions.CreateQrCode(),
+}

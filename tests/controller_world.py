@@ -19,7 +19,7 @@ from gitutil import PersonClone, make_remote
 from controller.daemon import Controller
 from controller.gitops import Workspace
 from controller.model import Status
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.reconcile import PassResult
 from controller.status import parse_status
 from controller.trust import TrustSettings

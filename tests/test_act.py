@@ -9,7 +9,7 @@ from pathlib import Path
 from controller.act import BACKOFF_CAP, REFUSAL_RECHECK, ActResult, act, record_error, retry_delay
 from controller.model import Action, Release, ReleaseSpec, Step
 from controller.platform.errors import InvalidState, NotFound, RateLimited, Transient, Unknown
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 RELEASE = Release("shop", "gcash", "production", "releases/shop/gcash.yaml", ReleaseSpec("1.4.0"))

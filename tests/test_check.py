@@ -410,6 +410,15 @@ def test_replacing_a_version_testers_or_users_have_needs_supersede(
     assert problem.hint is not None and "supersede: true" in problem.hint
 
 
+def test_a_status_version_that_is_not_x_y_z_still_needs_supersede(tmp_path: Path) -> None:
+    hand_edited = status(Stage.PILOT_TESTING, version="1.4.0\n")
+    repo = Repo(tmp_path / "repo", {GCASH: manifest(), GCASH_STATUS: hand_edited})
+
+    result = repo.pull_request({GCASH: manifest(version="1.5.0")})
+
+    assert codes(result) == ["supersede-required"]
+
+
 def test_replacing_with_supersede_is_allowed(tmp_path: Path) -> None:
     repo = Repo(tmp_path / "repo", {GCASH: manifest(), GCASH_STATUS: status(Stage.PILOT_TESTING)})
 

@@ -18,7 +18,7 @@ from gitutil import isolate_git, make_remote, remote_log
 
 from controller.cli import cli
 from controller.gitops import Workspace
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 GCASH = "releases/shop/gcash.yaml"
 

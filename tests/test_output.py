@@ -19,7 +19,7 @@ from gitutil import git, identity, isolate_git, make_remote
 
 from controller.cli import cli
 from controller.output.report import plan_report, run_report
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.reconcile import PassResult
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

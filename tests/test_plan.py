@@ -526,6 +526,15 @@ ROWS = [
         Phase.PENDING,
         others=(other("1.4.0", Stage.BUILDING, release_id="rel-dup"),),
     ),
+    Row(
+        "no-release/other-version-not-x.y.z -> cannot be ordered, left to the platform: create",
+        None,
+        P,
+        Reason.CREATING_RELEASE,
+        Action.CREATE_RELEASE,
+        Phase.PENDING,
+        others=(other("9.0.0-beta", Stage.GRAYSCALE, grayscale=10),),
+    ),
     # --- building ------------------------------------------------------------------------------
     Row(
         "building -> wait",

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from controller.cli import cli
 from controller.platform.errors import NotFound
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 COMMANDS = [
     "init",
@@ -112,6 +112,23 @@ def test_a_platform_refusal_is_one_line_on_stderr_with_exit_1(db: Path) -> None:
     assert result.stderr.startswith("error: Conflict: shop 1.0.0 is already uploaded")
 
 
+def test_uploading_an_older_version_is_a_one_line_refusal_naming_the_newest(db: Path) -> None:
+    ok(db, "init")
+    ok(db, "upload", "shop", "1.0.0")
+
+    result = run(db, "upload", "shop", "0.9.0")
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: Conflict: shop 0.9.0 is lower than 1.0.0, the newest uploaded version of shop: "
+        "versions only increase; upload a version greater than 1.0.0, e.g. 1.0.1\n"
+    )
+    assert result.stdout == ""
+    ok(db, "upload", "shop", "1.0.1")
+    with Simulator(db) as sim:
+        assert [v.version for v in sim.versions("shop")] == ["1.0.0", "1.0.1"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -126,12 +143,14 @@ def test_a_platform_refusal_is_one_line_on_stderr_with_exit_1(db: Path) -> None:
     ],
 )
 def test_usage_errors_exit_2(db: Path, args: list[str]) -> None:
+    ok(db, "init")  # a missing database is refused with exit 2 too: keep that out of the way
     result = run(db, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
 
 
 def test_set_app_and_apps_show_the_settings(db: Path) -> None:
+    ok(db, "init")
     ok(
         db,
         "set-app",
@@ -170,6 +189,7 @@ def test_set_app_and_apps_show_the_settings(db: Path) -> None:
 
 
 def test_clock_manual_advance_and_real(db: Path) -> None:
+    ok(db, "init")
     assert "manual, now 2025-01-01T00:00:00Z" in ok(
         db, "clock", "--manual", "--at", "2025-01-01T00:00:00"
     )
@@ -180,6 +200,7 @@ def test_clock_manual_advance_and_real(db: Path) -> None:
 
 
 def test_faults_can_be_set_and_turned_off(db: Path) -> None:
+    ok(db, "init")
     out = ok(db, "faults", "--error-rate", "0.3", "--unknown-rate", "0.2", "--latency", "50ms")
     assert "error rate 0.3" in out and "latency 0.05s" in out
     data = json.loads(ok(db, "faults", "--seed", "9", "--format", "json"))
@@ -200,13 +221,16 @@ def test_db_option_and_default_location(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.output
     assert (tmp_path / ".relctl" / "platform.db").exists()
     other = tmp_path / "other.db"
-    result = CliRunner().invoke(cli, ["platform", "apps", "--db", str(other)])
+    result = CliRunner().invoke(cli, ["platform", "init", "--db", str(other)])
     assert result.exit_code == 0 and other.exists()
+    result = CliRunner().invoke(cli, ["platform", "apps", "--db", str(other)])
+    assert result.exit_code == 0 and "no target apps" in result.output
 
 
 def test_db_can_be_given_before_the_command(tmp_path: Path) -> None:
     group_db, command_db = tmp_path / "group.db", tmp_path / "command.db"
     runner = CliRunner()
+    assert runner.invoke(cli, ["platform", "init", "--db", str(command_db)]).exit_code == 0
     result = runner.invoke(cli, ["platform", "--db", str(group_db), "init", "--apps", "gcash"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["platform", "--db", str(group_db), "apps"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ROUNDS = 80

@@ -20,7 +20,7 @@ from controller.platform.errors import (
     Unknown,
 )
 from controller.platform.protocol import Stage
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

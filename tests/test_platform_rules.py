@@ -19,6 +19,7 @@ from controller.platform.errors import (
     LimitExceeded,
     NotEditable,
     NotFound,
+    PlatformUnusable,
 )
 from controller.platform.protocol import (
     CompatibilityStatus,
@@ -28,8 +29,8 @@ from controller.platform.protocol import (
     Stage,
     configuration_digest,
 )
-from controller.platform.sim_model import bucket, in_grayscale
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
+from controller.platform.sim.model import bucket, in_grayscale
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TESTER = "2088000000000001"
@@ -90,9 +91,13 @@ def test_simulator_implements_the_platform_protocol(sim: Simulator) -> None:
 
 
 def test_open_platform_opens_the_simulator_and_refuses_unknown_schemes(tmp_path: Path) -> None:
+    Simulator(tmp_path / "p.db").close()
     platform = open_platform(f"sim:{tmp_path}/p.db")
     assert isinstance(platform, Simulator)
     platform.close()
+    with pytest.raises(PlatformUnusable, match="no platform simulator database at"):
+        open_platform(f"sim:{tmp_path}/typo.db")
+    assert not (tmp_path / "typo.db").exists()
     with pytest.raises(ValueError, match="unknown platform adapter 'http://x'"):
         open_platform("http://x")
     with pytest.raises(ValueError, match="needs a database path"):
@@ -156,6 +161,39 @@ def test_approval_without_pilot_goes_to_release_preparation(sim: Simulator) -> N
     release = approved(sim)
     assert release.stage is Stage.RELEASE_PREPARATION
     assert release.review is not None and not release.review.pilot_required
+
+
+LOWER = "is lower than 2.0.0, the newest uploaded version of shop: versions only increase"
+AGAIN = "is already uploaded; the newest uploaded version of shop is 2.0.0"
+GREATER = "upload a version greater than 2.0.0, e.g. 2.0.1"
+
+
+@pytest.mark.parametrize(
+    ("version", "refusal"),
+    [
+        ("1.5.0", f"shop 1.5.0 {LOWER}; {GREATER}"),
+        ("0.9.0", f"shop 0.9.0 {LOWER}; {GREATER}"),
+        ("1.1.0", f"shop 1.1.0 {AGAIN}: {GREATER}"),
+        ("2.0.0", f"shop 2.0.0 {AGAIN}: {GREATER}"),
+    ],
+)
+def test_an_upload_not_newer_than_the_newest_version_is_refused_naming_it(
+    sim: Simulator, version: str, refusal: str
+) -> None:
+    with pytest.raises(Conflict) as refused:
+        sim.upload("shop", version)
+    assert str(refused.value) == refusal
+    assert [v.version for v in sim.versions("shop")] == ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
+
+
+def test_uploaded_versions_increase_numerically_and_per_mini_program(sim: Simulator) -> None:
+    sim.upload("shop", "2.0.1")
+    sim.upload("shop", "2.10.0")  # 10 > 9 > 1: numbers, not text
+    sim.upload("pay", "0.1.0")  # another mini program has its own versions
+    with pytest.raises(Conflict, match=r"lower than 2\.10\.0"):
+        sim.upload("shop", "2.9.0")
+    assert sim.get_version("shop", "2.9.0") is None
+    assert sim.get_version("pay", "0.1.0") is not None
 
 
 def test_get_version_tells_whether_a_version_was_uploaded(sim: Simulator) -> None:

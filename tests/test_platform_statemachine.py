@@ -27,9 +27,9 @@ from hypothesis.stateful import (
 )
 
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import FINAL_STAGES, ReleaseSnapshot, Stage
-from controller.platform.sim_model import parse_version
-from controller.platform.simulator import Simulator
+from controller.platform.protocol import ReleaseSnapshot, Stage
+from controller.platform.rules import FINAL_STAGES, TRANSITIONS, Version
+from controller.platform.sim import Simulator
 
 S = Stage
 #: DESIGN 4.1, plus what the platform also allows: cancel before pilot testing, withdraw an
@@ -59,6 +59,10 @@ MINI_PROGRAMS = ("shop", "pay")
 TARGETS = ("gcash", "dana", "tng")
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "2.0.0", "2.1.0", "3.0.0")
 TESTERS = ("2088000000000001", "2088000000000002", "2088000000000003", "bob")
+
+
+def test_the_rules_table_allows_exactly_the_transitions_this_test_checks() -> None:
+    assert {stage: set(targets) for stage, targets in TRANSITIONS.items()} == ALLOWED
 
 
 def _reachable(old: Stage, new: Stage) -> bool:
@@ -213,7 +217,7 @@ class PlatformMachine(RuleBasedStateMachine):
         elif release.stage is Stage.BUILDING:
             self.sim.advance(10)
         elif release.stage is Stage.FULL_RELEASE:  # next version, which will archive this one
-            newer = [v for v in VERSIONS if parse_version(v) > parse_version(release.version)]
+            newer = [v for v in VERSIONS if Version.parse(v) > Version.parse(release.version)]
             if newer:
                 self._call(
                     "create_release", release.mini_program, newer[0], release.target_app, "prod"
@@ -250,7 +254,7 @@ class PlatformMachine(RuleBasedStateMachine):
         for group in by_target.values():
             assert sum(r.stage in IN_FLIGHT for r in group) <= 1
             assert sum(r.stage is Stage.FULL_RELEASE for r in group) <= 1
-            versions = [parse_version(r.version) for r in group]
+            versions = [Version.parse(r.version) for r in group]
             assert versions == sorted(set(versions))  # strictly increasing, once each
 
 

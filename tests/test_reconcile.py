@@ -115,7 +115,7 @@ def test_a_person_pushing_between_fetch_and_push_is_kept_and_nothing_is_forced(
     with make_world(tmp_path, {GCASH: manifest(), DANA: manifest("shop", "dana")}) as world:
         pushed: list[str] = []
 
-        def person_pushes_mid_pass(_result: object) -> None:
+        def person_pushes_mid_pass(_result: object, _done: int, _total: int) -> None:
             if not pushed:  # after the controller fetched, before it pushes
                 pushed.append(world.edit("README.md", "release notes\n", "docs: notes"))
 

@@ -142,7 +142,7 @@ import sys
 from pathlib import Path
 from controller.daemon import Controller
 from controller.gitops import Workspace
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 from controller.trust import TrustSettings
 
 remote, workdir, db = sys.argv[1:4]

@@ -18,7 +18,7 @@ from typing import Final, TypedDict
 from controller.model import Condition, ConditionType, Phase, Status
 from controller.output.text import human_duration, iso_time
 from controller.platform.protocol import ReleaseSnapshot
-from controller.platform.sim_model import AppSettings, ReviewMode
+from controller.platform.sim.model import AppSettings, ReviewMode
 from controller.status import format_time
 
 __all__ = [

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Final
 from controller.model import ConditionType
 from controller.output.jsondata import plan_json
 from controller.platform.protocol import ReleaseSnapshot
-from controller.platform.sim_clock import ClockMode, ClockSetting, to_datetime
-from controller.platform.sim_model import FaultSettings
+from controller.platform.sim.clock import ClockMode, ClockSetting, to_datetime
+from controller.platform.sim.model import FaultSettings
 
 if TYPE_CHECKING:
     from controller.check import CheckResult

@@ -18,8 +18,10 @@ SCHEMES = {"sim": "embedded platform simulator over one SQLite file: sim:PATH"}
 def open_platform(spec: str) -> Platform:
     """Open the platform adapter named by ``spec``.
 
-    ``sim:PATH`` opens (creating if needed) the simulator database at ``PATH``, e.g.
-    ``sim:.relctl/platform.db``. Raises ValueError for a spec that names no known adapter.
+    ``sim:PATH`` opens the simulator database at ``PATH``, e.g. ``sim:.relctl/platform.db``;
+    it must exist (``relctl platform --db PATH init`` creates it), so a typo in the path is an
+    error, never a new empty platform. Raises ValueError for a spec that names no known
+    adapter, PlatformUnusable for a path that holds no usable simulator database.
     """
     scheme, sep, rest = spec.partition(":")
     if not sep or scheme not in SCHEMES:
@@ -28,7 +30,7 @@ def open_platform(spec: str) -> Platform:
     if scheme == "sim":
         if not rest.strip():
             raise ValueError("sim: needs a database path, e.g. sim:.relctl/platform.db")
-        from controller.platform.simulator import Simulator
+        from controller.platform.sim import Simulator
 
-        return Simulator(Path(rest))
+        return Simulator(Path(rest), create=False)
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree

@@ -3,12 +3,13 @@
 For demos, tests and curious users: configure target apps, upload versions, review
 applications, feed metrics, move the simulator's clock, inject faults, and look at releases
 the way the platform's console shows them. Every command is a thin layer over
-:class:`controller.platform.simulator.Simulator`: parse options, call one method, print the
+:class:`controller.platform.sim.Simulator`: parse options, call one method, print the
 answer (``--format text|json``; the tables and pages are ``controller.output``'s).
 
 Every command takes ``--db PATH`` (env ``RELCTL_PLATFORM_DB``, default
-``.relctl/platform.db``). Exit codes: 0 success; 1 the platform refused (one line on stderr,
-``error: <Code>: <message>``); 2 usage error.
+``.relctl/platform.db``); every command but ``init`` needs the database to exist. Exit codes:
+0 success; 1 the platform refused (one line on stderr, ``error: <Code>: <message>``); 2 usage
+error, or a database that is missing, not a simulator's, corrupt or read-only (one line).
 
 Called by ``controller.cli`` (mounted as the ``platform`` group).
 """
@@ -32,16 +33,15 @@ from controller.output.text import clock_text as _clock_text
 from controller.output.text import faults_text as _faults_text
 from controller.output.text import iso_time as _time
 from controller.output.text import release_text as _release_text
-from controller.platform import sim_codec as codec
-from controller.platform.errors import PlatformError
-from controller.platform.sim_clock import parse_duration, to_datetime
-from controller.platform.sim_model import (
+from controller.platform.errors import PlatformError, PlatformUnusable
+from controller.platform.sim import Simulator, codec
+from controller.platform.sim.clock import parse_duration, to_datetime
+from controller.platform.sim.model import (
     ReviewMode,
     bucket,
     parse_grayscale_values,
     qr_png,
 )
-from controller.platform.simulator import Simulator
 
 DEFAULT_DB = ".relctl/platform.db"
 
@@ -99,12 +99,16 @@ def _format_option(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _refusals(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a platform refusal into one line on stderr (exit 1), a bad value into exit 2."""
+    """Turn a platform refusal into one line on stderr (exit 1), a bad value or an unusable
+    database into exit 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except PlatformUnusable as error:
+            click.echo(f"error: {error.message}", err=True)
+            raise SystemExit(2) from None
         except PlatformError as error:
             click.echo(f"error: {error.code}: {error.message}", err=True)
             raise SystemExit(1) from None
@@ -115,8 +119,9 @@ def _refusals(command: Callable[P, R]) -> Callable[P, R]:
 
 
 @contextmanager
-def _simulator(db: Path) -> Iterator[Simulator]:
-    with Simulator(db) as simulator:
+def _simulator(db: Path, *, create: bool = False) -> Iterator[Simulator]:
+    """The simulator at ``db``; only ``init`` may create it (a typo is never a new platform)."""
+    with Simulator(db, create=create) as simulator:
         yield simulator
 
 
@@ -165,7 +170,7 @@ def init(
     db: Path, apps: str | None, manual_clock: bool, at: datetime | None, output_format: str
 ) -> None:
     """Create the simulator database (and optionally target apps with defaults)."""
-    with _simulator(db) as sim:
+    with _simulator(db, create=True) as sim:
         configured = sim.init(_csv(apps))
         if manual_clock:
             sim.set_clock(manual=True, at=at)

@@ -11,8 +11,11 @@ controller's ``act`` step turns them into outcomes recorded on one release::
      ├── NotEditable      configuration after applying, anything after cancel (permanent)
      ├── RateLimited      slow down; ``retry_after`` seconds (retry later)
      ├── Transient        the call did not happen; safe to retry (retry later)
-     └── Unknown          the call may or may not have happened: re-query before retrying
-                          (the platform's "U" result status)
+     ├── Unknown          the call may or may not have happened: re-query before retrying
+     │                    (the platform's "U" result status)
+     └── PlatformUnusable the adapter was pointed at something it cannot use (no simulator
+                          database at the path, a file that is not one, a corrupt or
+                          read-only one): needs a person, never retried
 """
 
 from __future__ import annotations
@@ -89,6 +92,17 @@ class Unknown(PlatformError):
     retryable = True
 
 
+class PlatformUnusable(PlatformError):
+    """The adapter cannot use what it was pointed at; a person has to fix the path or file.
+
+    Raised when an adapter is opened (``open_platform``) and when its storage breaks under it
+    (a simulator database that became corrupt or read-only). The message names the path and
+    what to do, in one line.
+    """
+
+    code = "PlatformUnusable"
+
+
 ERROR_TYPES: dict[str, type[PlatformError]] = {
     cls.code: cls
     for cls in (
@@ -101,5 +115,6 @@ ERROR_TYPES: dict[str, type[PlatformError]] = {
         RateLimited,
         Transient,
         Unknown,
+        PlatformUnusable,
     )
 }

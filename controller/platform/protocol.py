@@ -25,27 +25,24 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from controller.platform.rules import Stage
 
-class Stage(StrEnum):
-    """Release progress of one version on one target app, as the platform reports it."""
-
-    BUILDING = "BUILDING"
-    BUILD_FAILED = "BUILD_FAILED"
-    NEW_VERSION_CREATED = "NEW_VERSION_CREATED"
-    UNDER_REVIEW = "UNDER_REVIEW"
-    REJECTED = "REJECTED"
-    PILOT_TESTING = "PILOT_TESTING"
-    RELEASE_PREPARATION = "RELEASE_PREPARATION"
-    GRAYSCALE = "GRAYSCALE"
-    FULL_RELEASE = "FULL_RELEASE"
-    CANCELED = "CANCELED"
-    ARCHIVED = "ARCHIVED"
-
-
-#: Stages after which nothing more happens to a release.
-FINAL_STAGES = frozenset({Stage.BUILD_FAILED, Stage.CANCELED, Stage.ARCHIVED})
-#: Stages in which testers or app users may already run the version.
-EXPOSED_STAGES = frozenset({Stage.PILOT_TESTING, Stage.GRAYSCALE, Stage.FULL_RELEASE})
+__all__ = [
+    "CompatibilityCase",
+    "CompatibilityReport",
+    "CompatibilityStatus",
+    "Feedback",
+    "Platform",
+    "QrCode",
+    "ReleaseSnapshot",
+    "Review",
+    "ReviewDecision",
+    "Stage",  # defined in controller.platform.rules, re-exported for adapters and callers
+    "TesterChange",
+    "VersionInfo",
+    "canonical_json",
+    "configuration_digest",
+]
 
 
 def canonical_json(value: Any) -> str:

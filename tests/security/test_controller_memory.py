@@ -15,7 +15,7 @@ from controller_world import World, make_world, manifest
 
 from controller.model import ConditionStatus, ConditionType, Phase, Reason
 from controller.platform.errors import Transient
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 SHOP = "releases/shop/gcash.yaml"
 STATUS = "status/shop/gcash.yaml"

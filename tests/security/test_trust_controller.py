@@ -17,7 +17,7 @@ from controller_world import ACCESS, CONFIG, manifest
 from gitutil import PersonClone, isolate_git, make_remote, remote_head
 
 from controller.cli import cli
-from controller.platform.simulator import Simulator
+from controller.platform.sim import Simulator
 
 GCASH = "releases/shop/gcash.yaml"
 

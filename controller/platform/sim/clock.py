@@ -8,7 +8,7 @@ running ``relctl platform clock --advance 30s`` in another terminal see the same
 * ``manual``: a stored instant that only ``advance`` (or ``set``) moves; tests and demos are
   fully deterministic with it.
 
-Called by ``controller.platform.simulator`` (to read and move the clock) and by
+Called by ``controller.platform.sim.simulator`` (to read and move the clock) and by
 ``controller.platform.cli`` (``parse_duration`` for ``--advance``, ``--latency`` and friends).
 """
 

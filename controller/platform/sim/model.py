@@ -1,8 +1,8 @@
 """The simulator's settings and pure platform rules: target-app settings, fault settings,
-version ordering, grayscale bucketing, the compatibility matrix and QR codes.
+grayscale bucketing, the compatibility matrix and QR codes.
 
 Nothing here touches the database or the clock; every function is pure, so the rules can be
-tested (and documented) on their own. Called by ``controller.platform.simulator`` and, for
+tested (and documented) on their own. Called by ``controller.platform.sim.simulator`` and, for
 settings and ``bucket``, by ``controller.platform.cli``.
 """
 
@@ -159,18 +159,6 @@ class FaultSettings:
                 raise ValueError(f"{name} must be within 0..1 (got {value})")
         if self.latency < 0 or self.retry_after < 0:
             raise ValueError("latency and retry_after must not be negative")
-
-
-# --- versions ------------------------------------------------------------------------------
-_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
-
-
-def parse_version(version: str) -> tuple[int, int, int]:
-    """``"1.10.0"`` -> (1, 10, 0). Raises ValueError unless the version is ``x.y.z``."""
-    match = _VERSION.match(version)
-    if match is None:
-        raise ValueError(f"invalid version {version!r}: use x.y.z, e.g. 1.4.0")
-    return int(match[1]), int(match[2]), int(match[3])
 
 
 # --- grayscale ------------------------------------------------------------------------------
