@@ -69,7 +69,7 @@ from typing import Any
 from controller.gitops import GitError
 from controller.manifests import ACCESS_FILE, CONFIG_FILE, RELEASES_DIR, Access, Member, Role
 from controller.manifests import load_access as _load_access
-from controller.yamlload import load_yaml
+from controller.manifests.yamlload import load_yaml
 
 #: The files whose changes need a master and decide which rules apply.
 GOVERNANCE_FILES = (ACCESS_FILE, CONFIG_FILE)

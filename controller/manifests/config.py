@@ -1,0 +1,183 @@
+"""``relctl.yaml`` and ``access.yaml``: the repository's rules and its members.
+
+:func:`load_config` builds the :class:`~controller.model.RepoConfig` every release is judged
+by; :func:`load_access` the :class:`Access` members (``controller.access`` enforces them
+along the history). Both return located problems, never raise on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from controller.manifests.documents import check_document
+from controller.manifests.problems import Located, Problem, Severity, file_problem
+from controller.manifests.yamlload import decode
+from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
+
+CONFIG_FILE = "relctl.yaml"
+ACCESS_FILE = "access.yaml"
+
+
+class Role(StrEnum):
+    """Platform roles (seed: "Access to release mini programs is role-based")."""
+
+    MASTER = "master"
+    OWNER = "owner"
+    DEVELOPER = "developer"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person in ``access.yaml``, identified by their git email."""
+
+    email: str
+    name: str
+    role: Role
+    mini_programs: tuple[str, ...] = ()
+    signing_key: str | None = None
+
+    def may_release(self, mini_program: str) -> bool:
+        """Masters release every mini program; owners and developers their assigned ones."""
+        return self.role is Role.MASTER or mini_program in self.mini_programs
+
+
+@dataclass(frozen=True)
+class Access:
+    """``access.yaml``: the members of the release repository."""
+
+    members: tuple[Member, ...] = ()
+
+    def member(self, email: str) -> Member | None:
+        """The member with this git email (case-insensitive), if any."""
+        wanted = email.casefold()
+        return next((m for m in self.members if m.email.casefold() == wanted), None)
+
+
+def load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
+    if not (root / CONFIG_FILE).is_file():
+        return None, [
+            file_problem(
+                CONFIG_FILE,
+                "missing-config",
+                f"{CONFIG_FILE} not found at the repository root",
+                "every release repository declares its target apps in relctl.yaml; "
+                "see examples/relctl.yaml",
+            )
+        ]
+    doc = check_document(root, CONFIG_FILE, "Config")
+    if not doc.ok:
+        return None, list(doc.problems)
+    value = doc.value
+    problems: list[Problem] = []
+    apps: dict[str, TargetApp] = {}
+    for app_id, spec in value["targetApps"].items():
+        pattern = spec.get("userIdPattern", DEFAULT_USER_ID_PATTERN)
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            at = located(root, CONFIG_FILE)
+            problems.append(
+                at.problem(
+                    ["targetApps", app_id, "userIdPattern"],
+                    "user-id-pattern",
+                    f"{pattern!r} is not a valid regular expression: {exc}",
+                )
+            )
+            continue
+        values = spec.get("grayscaleValues")
+        apps[app_id] = TargetApp(
+            id=app_id,
+            name=spec["name"],
+            environment=spec.get("environment", "production"),
+            testers_max=spec.get("testersMax", DEFAULT_TESTERS_MAX),
+            grayscale_values=tuple(sorted(values)) if values is not None else None,
+            user_id_pattern=pattern,
+        )
+    if problems:
+        return None, problems
+    return (
+        RepoConfig(
+            target_apps=MappingProxyType(dict(sorted(apps.items()))),
+            platform=value.get("platform"),
+            require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
+        ),
+        [],
+    )
+
+
+def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
+    """``access.yaml`` at ``root``: (None, []) when absent, (None, problems) when invalid."""
+    if not (root / ACCESS_FILE).is_file():
+        return None, []
+    doc = check_document(root, ACCESS_FILE, "Access")
+    if not doc.ok:
+        return None, list(doc.problems)
+    members: list[Member] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    at: Located | None = None
+    for index, item in enumerate(doc.value["members"]):
+        email = item["email"]
+        role = Role(item["role"])
+        if email.casefold() in seen:
+            at = at or located(root, ACCESS_FILE)
+            problems.append(
+                at.problem(
+                    ["members", index, "email"],
+                    "duplicate-member",
+                    f"{email} is already listed (members[{seen[email.casefold()]}])",
+                    "list each person once",
+                )
+            )
+            continue
+        seen[email.casefold()] = index
+        if role is Role.MASTER and item.get("miniPrograms"):
+            at = at or located(root, ACCESS_FILE)
+            problems.append(
+                at.problem(
+                    ["members", index, "miniPrograms"],
+                    "master-mini-programs",
+                    "a master may release every mini program; miniPrograms is ignored",
+                    severity=Severity.WARNING,
+                )
+            )
+        members.append(
+            Member(
+                email=email,
+                name=item["name"],
+                role=role,
+                mini_programs=tuple(item.get("miniPrograms", ())),
+                signing_key=item.get("signingKey"),
+            )
+        )
+    if any(p.severity is Severity.ERROR for p in problems):
+        return None, problems
+    return Access(tuple(members)), problems
+
+
+def problem_at(
+    root: Path,
+    file: str,
+    path: Sequence[str | int],
+    code: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    severity: Severity = Severity.ERROR,
+) -> Problem:
+    """A problem about field ``path`` of ``file`` (relative to ``root``), located at the
+    field's line and column (1:1 when the file or field cannot be found)."""
+    return located(root, file).problem(path, code, message, hint, severity=severity)
+
+
+def located(root: Path, file: str) -> Located:
+    try:
+        text, _ = decode((root / file).read_bytes())
+    except OSError:
+        text = None
+    return Located(file, text)

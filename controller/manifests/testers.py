@@ -1,0 +1,61 @@
+"""Tester files: CSV or TXT lists of super app user ids referenced by manifests.
+
+:func:`parse_testers` reads the first column of each row with its line and column, so a bad
+id is reported where it is written. ``releases`` checks the ids against the target app.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+
+from controller.manifests.problems import Problem, yaml_problem
+from controller.manifests.yamlload import TESTERS_SIZE_LIMIT, decode, too_large
+
+TESTER_SUFFIXES = (".csv", ".txt")
+
+
+@dataclass(frozen=True)
+class TesterFile:
+    """Ids of one tester file with their 1-based line and column, and file-level problems."""
+
+    ids: tuple[tuple[str, int, int], ...]
+    problems: tuple[Problem, ...]
+
+
+def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], ...], list[Problem]]:
+    """User ids in the first column of a CSV/TXT tester file, with (line, column).
+
+    Tolerates a UTF-8 BOM, CRLF, blank lines, ``#`` comments and one header row (a first row
+    whose first cell has no digit, such as ``userId,name``). TXT lines may separate columns by
+    commas, tabs, semicolons or spaces.
+    """
+    big = too_large(len(data), TESTERS_SIZE_LIMIT)
+    if big is not None:
+        return (), [yaml_problem(file, big)]
+    text, problem = decode(data)
+    if text is None:
+        assert problem is not None
+        return (), [yaml_problem(file, problem)]
+    is_csv = file.lower().endswith(".csv")
+    ids: list[tuple[str, int, int]] = []
+    first_row = True
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if is_csv:
+            cell = next(csv.reader(io.StringIO(line), skipinitialspace=True), [""])
+            first = cell[0] if cell else ""
+        else:
+            first = re.split(r"[,\t; ]", stripped, maxsplit=1)[0]
+        user_id = first.strip()
+        column = line.find(user_id) + 1 if user_id else 1
+        if first_row:
+            first_row = False
+            if not any(ch.isdigit() for ch in user_id):
+                continue  # header row
+        ids.append((user_id, number, max(column, 1)))
+    return tuple(ids), []
