@@ -22,6 +22,7 @@ Called by ``controller.manifests`` (loading), ``controller.reconcile`` (status f
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class RepoFiles(Protocol):
         ...
 
 
-_CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def check_path(path: str) -> str | None:
@@ -132,7 +133,7 @@ def check_path(path: str) -> str | None:
         return "the path is absolute"
     if "\\" in path:
         return "the path contains a backslash"
-    if any(char in _CONTROL for char in path):
+    if _CONTROL.search(path) is not None:
         return "the path contains a control character (newline, tab, ...)"
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "the path has an empty, '.' or '..' component"
@@ -235,7 +236,7 @@ class WorkTree:
         current = str(self.root)
         parts = path.split("/")
         for index, part in enumerate(parts):
-            current = os.path.join(current, part)
+            current = f"{current}{os.sep}{part}"
             try:
                 info = os.lstat(current)
             except OSError:
