@@ -29,8 +29,8 @@ from controller.manifests.config import (
     Role,
     load_access,
     load_config,
-    problem_at,
 )
+from controller.manifests.documents import problem_at
 from controller.manifests.problems import Problem, Severity, field_path
 from controller.manifests.releases import (
     MANIFEST_SUFFIXES,
@@ -47,7 +47,7 @@ from controller.manifests.schema import (
     check_schemas,
     schema_document,
 )
-from controller.manifests.testers import TESTER_SUFFIXES, parse_testers
+from controller.manifests.testers import TESTER_SUFFIXES, TESTERS_SIZE_LIMIT, parse_testers
 
 __all__ = [
     "ACCESS_FILE",
@@ -58,6 +58,7 @@ __all__ = [
     "SCHEMA_BASE",
     "SCHEMA_DIR",
     "SCHEMA_FILES",
+    "TESTERS_SIZE_LIMIT",
     "TESTER_SUFFIXES",
     "Access",
     "LoadResult",

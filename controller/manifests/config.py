@@ -8,16 +8,15 @@ along the history). Both return located problems, never raise on bad input.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
-from controller.manifests.documents import check_document
+from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.problems import Located, Problem, Severity, file_problem
-from controller.manifests.yamlload import decode
 from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
+from controller.repofiles import RepoFiles
 
 CONFIG_FILE = "relctl.yaml"
 ACCESS_FILE = "access.yaml"
@@ -58,8 +57,11 @@ class Access:
         return next((m for m in self.members if m.email.casefold() == wanted), None)
 
 
-def load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
-    if not (root / CONFIG_FILE).is_file():
+def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Problem]]:
+    """``relctl.yaml`` of ``files`` (a directory means its work tree): (config, []) or
+    (None, problems) when it is missing, not a regular file, too large or invalid."""
+    files = as_files(files)
+    if files.entry(CONFIG_FILE) is None:
         return None, [
             file_problem(
                 CONFIG_FILE,
@@ -69,7 +71,7 @@ def load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
                 "see examples/relctl.yaml",
             )
         ]
-    doc = check_document(root, CONFIG_FILE, "Config")
+    doc = read_document(files, CONFIG_FILE, "Config")
     if not doc.ok:
         return None, list(doc.problems)
     value = doc.value
@@ -80,7 +82,7 @@ def load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            at = located(root, CONFIG_FILE)
+            at = located_in(files, CONFIG_FILE)
             problems.append(
                 at.problem(
                     ["targetApps", app_id, "userIdPattern"],
@@ -110,11 +112,14 @@ def load_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     )
 
 
-def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
-    """``access.yaml`` at ``root``: (None, []) when absent, (None, problems) when invalid."""
-    if not (root / ACCESS_FILE).is_file():
+def load_access(files: RepoFiles | Path) -> tuple[Access | None, list[Problem]]:
+    """``access.yaml`` of ``files`` (a directory means its work tree; the access history
+    passes one version as ``MemoryFiles({"access.yaml": blob})``): (None, []) when absent,
+    (None, problems) when it is not a regular file, too large or invalid."""
+    files = as_files(files)
+    if files.entry(ACCESS_FILE) is None:
         return None, []
-    doc = check_document(root, ACCESS_FILE, "Access")
+    doc = read_document(files, ACCESS_FILE, "Access")
     if not doc.ok:
         return None, list(doc.problems)
     members: list[Member] = []
@@ -125,7 +130,7 @@ def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
         email = item["email"]
         role = Role(item["role"])
         if email.casefold() in seen:
-            at = at or located(root, ACCESS_FILE)
+            at = at or located_in(files, ACCESS_FILE)
             problems.append(
                 at.problem(
                     ["members", index, "email"],
@@ -137,7 +142,7 @@ def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
             continue
         seen[email.casefold()] = index
         if role is Role.MASTER and item.get("miniPrograms"):
-            at = at or located(root, ACCESS_FILE)
+            at = at or located_in(files, ACCESS_FILE)
             problems.append(
                 at.problem(
                     ["members", index, "miniPrograms"],
@@ -158,26 +163,3 @@ def load_access(root: Path) -> tuple[Access | None, list[Problem]]:
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     return Access(tuple(members)), problems
-
-
-def problem_at(
-    root: Path,
-    file: str,
-    path: Sequence[str | int],
-    code: str,
-    message: str,
-    hint: str | None = None,
-    *,
-    severity: Severity = Severity.ERROR,
-) -> Problem:
-    """A problem about field ``path`` of ``file`` (relative to ``root``), located at the
-    field's line and column (1:1 when the file or field cannot be found)."""
-    return located(root, file).problem(path, code, message, hint, severity=severity)
-
-
-def located(root: Path, file: str) -> Located:
-    try:
-        text, _ = decode((root / file).read_bytes())
-    except OSError:
-        text = None
-    return Located(file, text)

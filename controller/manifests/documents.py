@@ -1,30 +1,39 @@
-"""One YAML file of the repository: parse strictly, check against its schema, explain.
+"""One YAML file of the repository: read, parse strictly, check against its schema, explain.
 
-:func:`check_document` is the fast path every manifest takes (libyaml + jsonschema-rs); only
-a document that fails pays for the reference validator's errors, turned into located
-problems with hints (``unknown-field`` with a suggestion, ``unquoted-version``,
-``yaml-1.1-boolean``...). Runs in the caller and in worker processes.
+:func:`read_document` reads through :class:`~controller.repofiles.RepoFiles` (bounded, never
+a link); :func:`check_document` is the fast path every manifest takes (libyaml +
+jsonschema-rs); only a document that fails pays for the reference validator's errors, turned
+into located problems with hints (``unknown-field`` with a suggestion, ``unquoted-version``,
+``yaml-1.1-boolean``...). :func:`check_chunk` runs in worker processes, on bytes.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.manifests.problems import Located, Problem, field_path, file_problem, yaml_problem
+from controller.manifests.problems import (
+    Located,
+    Problem,
+    Severity,
+    field_path,
+    shown_path,
+    unreadable_problem,
+    yaml_problem,
+)
 from controller.manifests.schema import _schemas, reference_validator
 from controller.manifests.yamlload import (
     YAML11_BOOLEANS,
     YAML_SIZE_LIMIT,
+    decode,
     load_yaml,
     scalar_source,
-    too_large,
 )
+from controller.repofiles import RepoFiles, Unreadable, WorkTree
 
 
 @dataclass(frozen=True)
@@ -40,17 +49,28 @@ class Document:
         return not self.problems
 
 
-def check_document(root: Path | str, file: str, kind: str) -> Document:
-    """Read, parse and schema-check one file; ``kind`` picks the schema."""
+def as_files(files: RepoFiles | Path) -> RepoFiles:
+    """A directory means its work tree (``relctl validate`` on a checkout, pre-commit)."""
+    return WorkTree(files) if isinstance(files, Path) else files
+
+
+def read_document(files: RepoFiles, file: str, kind: str) -> Document:
+    """Read (bounded, link-free), parse and schema-check one file; ``kind`` picks the schema."""
     try:
-        with open(os.path.join(root, file), "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            big = too_large(size, YAML_SIZE_LIMIT)
-            if big is not None:  # do not even read it
-                return Document(file, None, (yaml_problem(file, big),))
-            data = handle.read()
-    except OSError as exc:
-        return Document(file, None, (file_problem(file, "unreadable", exc.strerror or ""),))
+        data = files.read(file, YAML_SIZE_LIMIT)
+    except Unreadable as exc:
+        return Document(shown_path(file), None, (unreadable_problem(exc),))
+    return check_document(file, data, kind)
+
+
+def check_chunk(kind: str, items: list[tuple[str, bytes]]) -> list[Document]:
+    """:func:`check_document` over files already read (runs in worker processes: it is
+    sent bytes, never paths, and reads nothing)."""
+    return [check_document(file, data, kind) for file, data in items]
+
+
+def check_document(file: str, data: bytes, kind: str) -> Document:
+    """Parse and schema-check the bytes of ``file``; ``kind`` picks the schema."""
     loaded = load_yaml(data)
     if loaded.problem is not None:
         return Document(file, None, (yaml_problem(file, loaded.problem),))
@@ -66,6 +86,30 @@ def check_document(root: Path | str, file: str, kind: str) -> Document:
     if not problems:  # the fast validator was stricter: explain with its own words
         problems = _fast_problems(Located(file, loaded.text), kind, value)
     return Document(file, value if not problems else None, tuple(problems))
+
+
+def located_in(files: RepoFiles, file: str) -> Located:
+    """Line/column finder for ``file`` (read again, bounded; no locations when unreadable)."""
+    try:
+        text, _ = decode(files.read(file, YAML_SIZE_LIMIT))
+    except Unreadable:
+        text = None
+    return Located(file, text)
+
+
+def problem_at(
+    files: RepoFiles | Path,
+    file: str,
+    path: Sequence[str | int],
+    code: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    severity: Severity = Severity.ERROR,
+) -> Problem:
+    """A problem about field ``path`` of ``file`` in ``files``, located at the field's line
+    and column (1:1 when the file or field cannot be found)."""
+    return located_in(as_files(files), file).problem(path, code, message, hint, severity=severity)
 
 
 def _schema_problems(at: Located, kind: str, value: Any) -> list[Problem]:

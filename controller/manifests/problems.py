@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.manifests.yamlload import compose, find_node
+from controller.repofiles import Unreadable, check_path
 
 
 class Severity(StrEnum):
@@ -122,4 +123,19 @@ def yaml_problem(file: str, problem: Any) -> Problem:
         problem.code,
         problem.message,
         problem.hint,
+    )
+
+
+def shown_path(path: str) -> str:
+    """``path`` as a problem names it: itself, or its ``repr`` when it is not a plain
+    repository path (a newline, a backslash, a control character, bytes that are not UTF-8),
+    so that one line of output stays one line."""
+    return path if check_path(path) is None else repr(path)
+
+
+def unreadable_problem(error: Unreadable) -> Problem:
+    """The located problem of a file relctl refused to read (never its content: it was not
+    read). Line 1, column 1; the code is the :class:`~controller.repofiles.UnreadableCode`."""
+    return Problem(
+        shown_path(error.path), 1, 1, "", Severity.ERROR, str(error.code), error.message, error.hint
     )

@@ -8,18 +8,16 @@ ids, the tester limit, grayscale steps, cancel with grayscale. Runs in the calle
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
 from controller.manifests.config import CONFIG_FILE
-from controller.manifests.config import located as located_in
-from controller.manifests.documents import Document
+from controller.manifests.documents import Document, located_in
 from controller.manifests.problems import Located, Problem, Severity, file_problem
-from controller.manifests.testers import TESTER_SUFFIXES, TesterFile, parse_testers
+from controller.manifests.testers import TESTER_SUFFIXES, TesterFile, read_testers
 from controller.model import (
     Compatibility,
     Pilot,
@@ -28,6 +26,7 @@ from controller.model import (
     RepoConfig,
     TargetApp,
 )
+from controller.repofiles import EntryKind, RepoFiles, check_path
 
 RELEASES_DIR = "releases"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -56,13 +55,18 @@ def enumerate_inline(testers: Iterable[str]) -> Iterator[tuple[str, int | tuple[
 class ReleaseChecker:
     """Semantic checks of schema-valid manifests against the config and the repository."""
 
-    def __init__(self, root: Path, config: RepoConfig | None) -> None:
-        self.root = root
-        self.real_root = Path(os.path.realpath(root))
+    def __init__(
+        self,
+        files: RepoFiles,
+        config: RepoConfig | None,
+        listings: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        """``listings``: names in directories already listed (by the scan), by directory."""
+        self.files = files
         self.config = config
         self._tester_files: dict[str, TesterFile] = {}
         self._patterns: dict[str, re.Pattern[str]] = {}
-        self._listings: dict[str, frozenset[str]] = {}
+        self._listings: dict[str, frozenset[str]] = dict(listings or {})
 
     def check(self, doc: Document) -> tuple[Release | None, list[Problem]]:
         file = doc.file
@@ -74,7 +78,7 @@ class ReleaseChecker:
 
         def located() -> Located:
             if not lazy:
-                lazy.append(located_in(self.root, file))
+                lazy.append(located_in(self.files, file))
             return lazy[0]
 
         problems: list[Problem] = []
@@ -252,10 +256,7 @@ class ReleaseChecker:
     def _listing(self, directory: str) -> frozenset[str]:
         names = self._listings.get(directory)
         if names is None:
-            try:
-                names = frozenset(os.listdir(self.root / directory))
-            except OSError:
-                names = frozenset()
+            names = frozenset(entry.name for entry in self.files.children(directory))
             self._listings[directory] = names
         return names
 
@@ -263,7 +264,7 @@ class ReleaseChecker:
         self, manifest_dir: str, name: str
     ) -> tuple[str | None, tuple[str, str, str | None] | None]:
         """Repository-relative path of a tester file, or (code, message, hint) why not."""
-        if "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        if "\\" in name or name.startswith("/") or name[1:2] == ":":
             return None, (
                 "tester-file-path",
                 f"{name!r} must be a relative path with '/' separators",
@@ -275,35 +276,37 @@ class ReleaseChecker:
                 f"{name!r} is not a .csv or .txt file",
                 "tester files are CSV or TXT with the user id in the first column",
             )
-        joined = os.path.normpath(os.path.join(manifest_dir, name))
-        if joined.startswith("..") or os.path.isabs(joined):
+        joined = posixpath.normpath(posixpath.join(manifest_dir, name))
+        if joined == ".." or joined.startswith(("../", "/")):
             return None, (
                 "tester-file-path",
                 f"{name!r} is outside the repository",
                 "keep tester files in the release repository, e.g. testers/gcash.csv",
             )
-        full = self.root / joined
-        real = Path(os.path.realpath(full))
-        if not real.is_relative_to(self.real_root):
+        why = check_path(joined)
+        if why is not None:
             return None, (
                 "tester-file-path",
-                f"{name!r} leads outside the repository (symbolic link)",
-                "replace the link by the file itself",
+                f"{name!r}: {why}",
+                "name tester files with printable characters, e.g. testers/gcash.csv",
             )
-        if not full.is_file():
+        entry = self.files.entry(joined)
+        if entry is None:
             return None, (
                 "tester-file-missing",
-                f"tester file {PurePosixPath(joined)} not found",
+                f"tester file {joined} not found",
                 "paths are relative to the manifest's directory",
             )
-        return PurePosixPath(joined).as_posix(), None
+        if entry.kind is EntryKind.SYMLINK:
+            return None, (
+                "tester-file-path",
+                f"{name!r} is a symbolic link (or lies under one); relctl never follows links",
+                "replace the link by the file itself",
+            )
+        return joined, None
 
     def _tester_file(self, file: str) -> TesterFile:
         parsed = self._tester_files.get(file)
         if parsed is None:
-            try:
-                ids, problems = parse_testers(file, (self.root / file).read_bytes())
-            except OSError as exc:
-                ids, problems = (), [file_problem(file, "unreadable", str(exc))]
-            parsed = self._tester_files[file] = TesterFile(ids, tuple(problems))
+            parsed = self._tester_files[file] = read_testers(self.files, file)
         return parsed

@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import posixpath
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 
 from controller.manifests.config import ACCESS_FILE, CONFIG_FILE, Access, load_access, load_config
-from controller.manifests.documents import Document, check_document
-from controller.manifests.problems import Located, Problem, Severity, file_problem, yaml_problem
+from controller.manifests.documents import (
+    Document,
+    as_files,
+    check_chunk,
+    check_document,
+    read_document,
+)
+from controller.manifests.problems import (
+    Located,
+    Problem,
+    Severity,
+    file_problem,
+    shown_path,
+    unreadable_problem,
+    yaml_problem,
+)
 from controller.manifests.releases import (
     MANIFEST_SUFFIXES,
     RELEASES_DIR,
@@ -29,8 +44,18 @@ from controller.manifests.releases import (
 )
 from controller.manifests.schema import SCHEMA_FILES, check_schemas
 from controller.manifests.testers import TESTER_SUFFIXES
-from controller.manifests.yamlload import load_yaml
+from controller.manifests.yamlload import YAML_SIZE_LIMIT, load_yaml
 from controller.model import API_VERSION, Release, RepoConfig
+from controller.repofiles import (
+    Entry,
+    EntryKind,
+    RepoFiles,
+    Unreadable,
+    UnreadableCode,
+    WorkTree,
+    check_path,
+    kind_problem,
+)
 
 #: From this many manifests on, parsing and schema checks use a second process.
 PARALLEL_THRESHOLD = 2000
@@ -56,6 +81,10 @@ class LoadResult:
     invalid: Mapping[str, tuple[Problem, ...]] = field(default_factory=lambda: MappingProxyType({}))
     #: Repository-relative paths of the files that were checked.
     files: tuple[str, ...] = ()
+    #: Directory prefixes (``releases/``, ``releases/<mp>/``) that could not be listed
+    #: because they are a symbolic link, a submodule or not a directory. Their releases are
+    #: unknown, not deleted: a caller must keep what it knows of releases under them.
+    unreadable: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -72,43 +101,53 @@ class LoadResult:
 
 
 def load_repository(
-    root: Path, paths: Sequence[Path] | None = None, *, workers: int | None = None
+    files: RepoFiles | Path,
+    paths: Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    workers: int | None = None,
 ) -> LoadResult:
-    """Load and validate the release repository at ``root``.
+    """Load and validate the release repository read through ``files``.
 
-    ``paths`` (absolute, or relative to ``root``) narrows the check: manifests, directories
-    (every manifest below), tester files (every manifest of that mini program), ``relctl.yaml``
-    (every manifest: its rules apply to all), ``access.yaml``,
-    or any other YAML file (checked against the schema its ``kind`` names, without semantic
+    ``files`` is a :class:`~controller.repofiles.RepoFiles` (``GitTree`` for a commit); a
+    directory means its :class:`~controller.repofiles.WorkTree`. Nothing is read except
+    through it: no link is followed, no file over its limit is read, and whatever is not a
+    regular file where a file is expected is a located problem of that path alone.
+
+    ``paths`` (repository-relative; absolute ones only for a work tree) narrows the check:
+    manifests, directories (every manifest below), tester files (every manifest of that mini
+    program), ``relctl.yaml`` (every manifest: its rules apply to all), ``access.yaml``, or
+    any other YAML file (checked against the schema its ``kind`` names, without semantic
     checks). ``relctl.yaml`` is always loaded and its problems always reported: every release
     depends on it. ``workers``: processes for parsing (None: 2 for large repositories).
-    Raises ``ValueError`` for a path outside ``root`` and :class:`SchemaSetError` when relctl's
-    own schemas are broken; never for anything in the repository.
+    Raises ``ValueError`` for a path outside the repository and :class:`SchemaSetError` when
+    relctl's own schemas are broken; never for anything in the repository.
     """
-    root = Path(os.path.abspath(root))
+    files = as_files(files)
     check_schemas()
-    manifests, others, want_access = _select(root, paths)
-    problems: list[Problem] = []
-    config, config_problems = load_config(root)
+    selection = _select(files, paths)
+    problems: list[Problem] = list(selection.problems)
+    config, config_problems = load_config(files)
     problems.extend(config_problems)
     access: Access | None = None
-    if want_access:
-        access, access_problems = load_access(root)
+    if selection.want_access:
+        access, access_problems = load_access(files)
         problems.extend(access_problems)
-    documents = _check_documents(root, manifests, workers)
-    checker = ReleaseChecker(root, config)
+    manifests = sorted(selection.manifests)
+    documents = _check_documents(files, manifests, workers)
+    checker = ReleaseChecker(files, config, selection.listings)
     releases: list[Release] = []
-    invalid: dict[str, tuple[Problem, ...]] = {}
+    invalid: dict[str, list[Problem]] = {k: list(v) for k, v in selection.keyed.items()}
     for doc in documents:
-        key = release_key(doc.file)
+        key = release_key(doc.file) if doc.file in selection.manifests else None
         if key is None:
-            depth_problem = file_problem(
-                doc.file,
-                "manifest-path",
-                f"{doc.file} is not at releases/<mini-program>/<target-app>.yaml",
-                "move the manifest; tester files belong next to it as .csv or .txt",
+            problems.append(
+                file_problem(
+                    doc.file,
+                    "manifest-path",
+                    f"{doc.file} is not at releases/<mini-program>/<target-app>.yaml",
+                    "move the manifest; tester files belong next to it as .csv or .txt",
+                )
             )
-            problems.append(depth_problem)
             continue
         if doc.ok:
             release, found = checker.check(doc)
@@ -118,99 +157,216 @@ def load_repository(
         if release is not None:
             releases.append(release)
         elif found:
-            invalid[key] = tuple(sorted(set(found), key=lambda p: p.sort_key))
-    for file in others:
-        problems.extend(_check_standalone(root, file).problems)
-    checked = [*manifests, *others, CONFIG_FILE]
-    if want_access and (root / ACCESS_FILE).is_file():
+            invalid.setdefault(key, []).extend(found)
+    for file in sorted(selection.others):
+        problems.extend(_check_standalone(files, file).problems)
+    checked = [*manifests, *selection.others, CONFIG_FILE]
+    if selection.want_access and files.entry(ACCESS_FILE) is not None:
         checked.append(ACCESS_FILE)
     return LoadResult(
         config=config,
         access=access,
         releases=tuple(sorted(releases, key=lambda r: r.key)),
         problems=tuple(sorted(set(problems), key=lambda p: p.sort_key)),
-        invalid=MappingProxyType(dict(sorted(invalid.items()))),
+        invalid=MappingProxyType(
+            {k: tuple(sorted(set(v), key=lambda p: p.sort_key)) for k, v in sorted(invalid.items())}
+        ),
         files=tuple(sorted(set(checked))),
+        unreadable=tuple(sorted(selection.unreadable)),
     )
 
 
-def _select(root: Path, paths: Sequence[Path] | None) -> tuple[list[str], list[str], bool]:
-    """(manifest files, other YAML files, whether access.yaml is checked), repo-relative."""
+# --------------------------------------------------------------------------------------------
+# Which files: the scan of releases/ and the paths a caller names
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Selection:
+    """What to load, and what the scan refused on the way."""
+
+    manifests: set[str] = field(default_factory=set)
+    others: set[str] = field(default_factory=set)
+    want_access: bool = False
+    #: Entries that are not what they must be (links, submodules, odd names).
+    problems: list[Problem] = field(default_factory=list)
+    #: The same problems for entries at a release's path, by release key.
+    keyed: dict[str, list[Problem]] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
+    #: Names in each directory listed, for the checker's duplicate-release rule.
+    listings: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def scan(self, files: RepoFiles, entry: Entry) -> None:
+        """Every manifest at or below ``entry`` (a path under ``releases/``, or itself)."""
+        path = entry.path
+        depth = path.count("/")  # releases: 0, releases/<mp>: 1, releases/<mp>/<file>: 2
+        kind = entry.kind
+        if kind is EntryKind.DIRECTORY:
+            if depth > 0 and entry.name.startswith("."):
+                return  # hidden directories (.git, editors' folders) hold no release
+            if self._odd_name(entry, depth):
+                return
+            children = files.children(path)
+            self.listings[path] = frozenset(child.name for child in children)
+            for child in children:
+                self.scan(files, child)
+            return
+        is_manifest = entry.name.endswith(MANIFEST_SUFFIXES)
+        if kind is EntryKind.FILE:
+            if is_manifest and not self._odd_name(entry, depth):
+                self.manifests.add(path)
+            return
+        if depth <= 1 or is_manifest:
+            refused = kind_problem(entry)
+            self._refuse(path, depth, refused.message, refused.hint, refused.code)
+
+    def _odd_name(self, entry: Entry, depth: int) -> bool:
+        """Refuse (and say True for) a path that is not a plain repository path."""
+        odd = check_path(entry.path)
+        if odd is not None:
+            shown = shown_path(entry.path)
+            self._refuse(entry.path, depth, f"{shown}: {odd}", _ODD_NAME_HINT)
+        return odd is not None
+
+    def _refuse(
+        self,
+        path: str,
+        depth: int,
+        message: str,
+        hint: str,
+        code: UnreadableCode = UnreadableCode.BAD_PATH,
+    ) -> None:
+        problem = unreadable_problem(Unreadable(path, code, message, hint))
+        self.problems.append(problem)
+        if depth <= 1:  # releases/ itself or a mini program's directory: cannot be listed
+            self.unreadable.add(f"{path}/")
+        key = release_key(path) if check_path(path) is None else None
+        if key is not None:
+            self.keyed.setdefault(key, []).append(problem)
+
+
+_ODD_NAME_HINT = "rename it with printable characters and '/' separators only"
+
+
+def _select(files: RepoFiles, paths: Sequence[str | os.PathLike[str]] | None) -> _Selection:
+    """What :func:`load_repository` loads for ``paths`` (None: the whole repository)."""
+    selection = _Selection()
     if paths is None:
-        return _manifests_under(root, root / RELEASES_DIR), [], True
-    manifests: set[str] = set()
-    others: set[str] = set()
-    want_access = False
+        _scan_releases(files, selection, RELEASES_DIR)
+        selection.want_access = True
+        return selection
     for given in paths:
-        full = Path(os.path.abspath(given if given.is_absolute() else root / given))
+        rel = _relative(files, given)
+        entry = files.entry(rel)
+        if rel == "":
+            _scan_releases(files, selection, RELEASES_DIR)
+            selection.want_access = True
+        elif rel == CONFIG_FILE:  # its rules apply to every manifest: check them all
+            _scan_releases(files, selection, RELEASES_DIR)
+        elif rel == ACCESS_FILE:
+            selection.want_access = True
+        elif not (rel == RELEASES_DIR or rel.startswith(f"{RELEASES_DIR}/")):
+            if entry is None or entry.kind is not EntryKind.DIRECTORY:
+                selection.others.add(rel)
+        elif rel.lower().endswith(TESTER_SUFFIXES):
+            parts = rel.split("/")
+            if len(parts) > 2:
+                _scan_releases(files, selection, f"{RELEASES_DIR}/{parts[1]}")
+        elif entry is None or entry.kind is EntryKind.FILE:
+            selection.manifests.add(rel)  # a missing one is reported by the read
+        else:
+            _scan_releases(files, selection, rel)
+    return selection
+
+
+def _scan_releases(files: RepoFiles, selection: _Selection, path: str) -> None:
+    entry = files.entry(path)
+    if entry is not None:
+        selection.scan(files, entry)
+
+
+def _relative(files: RepoFiles, given: str | os.PathLike[str]) -> str:
+    """A caller's path as a repository path ("" for the top)."""
+    text = os.fspath(given)
+    root = files.root if isinstance(files, WorkTree) else None
+    if root is not None:
+        full = Path(os.path.abspath(text if os.path.isabs(text) else root / text))
         if not full.is_relative_to(root):
             raise ValueError(f"{given} is outside the repository {root}")
         rel = full.relative_to(root).as_posix()
-        if full.is_dir():
-            manifests.update(_manifests_under(root, full))
-            if full == root:
-                want_access = True
-        elif rel == CONFIG_FILE:  # its rules apply to every manifest: check them all
-            manifests.update(_manifests_under(root, root / RELEASES_DIR))
-        elif rel == ACCESS_FILE:
-            want_access = True
-        elif rel.startswith(f"{RELEASES_DIR}/") and rel.lower().endswith(TESTER_SUFFIXES):
-            parts = PurePosixPath(rel).parts
-            if len(parts) > 2:
-                manifests.update(m for m in _manifests_under(root, root / RELEASES_DIR / parts[1]))
-        elif rel.startswith(f"{RELEASES_DIR}/"):
-            manifests.add(rel)
-        else:
-            others.add(rel)
-    return sorted(manifests), sorted(others), want_access
+    else:
+        rel = posixpath.normpath(text.replace(os.sep, "/"))
+        if rel.startswith(("/", "../")) or rel == "..":
+            raise ValueError(f"{given} is outside the repository")
+    return "" if rel == "." else rel
 
 
-def _manifests_under(root: Path, directory: Path) -> list[str]:
-    """Every ``*.yaml``/``*.yml`` below ``directory`` that belongs to ``releases/``."""
-    found: list[str] = []
-    for current, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        base = Path(current).relative_to(root).as_posix()
-        if base != RELEASES_DIR and not base.startswith(f"{RELEASES_DIR}/"):
-            continue
-        found.extend(f"{base}/{name}" for name in files if name.endswith(MANIFEST_SUFFIXES))
-    return sorted(found)
+# --------------------------------------------------------------------------------------------
+# Parsing and schema checks, in one or two processes
+# --------------------------------------------------------------------------------------------
+
+#: The caller's share of the parsing relative to a worker's (it also reads every file).
+_CALLER_SHARE = 0.85
+#: Files sent to a worker process at a time (it starts on the first batch while the caller
+#: reads the next).
+_BATCH = 500
 
 
-def _check_documents(root: Path, files: Sequence[str], workers: int | None) -> list[Document]:
+def _check_documents(
+    files: RepoFiles, manifests: Sequence[str], workers: int | None
+) -> list[Document]:
+    """Read every manifest here, through ``files``; parse and schema-check them here and, for
+    large repositories, in worker processes that are sent bytes, never paths."""
     if workers is None:
-        workers = 2 if len(files) >= PARALLEL_THRESHOLD and (os.cpu_count() or 1) > 1 else 1
-    if workers <= 1 or len(files) < 2:
-        return _check_chunk(str(root), list(files))
-    # The caller's process takes the first share; workers - 1 processes take the rest.
-    share = -(-len(files) // workers)
-    chunks = [list(files[i : i + share]) for i in range(0, len(files), share)]
+        workers = 2 if len(manifests) >= PARALLEL_THRESHOLD and (os.cpu_count() or 1) > 1 else 1
+    if workers <= 1 or len(manifests) < 2:
+        return [read_document(files, file, "Release") for file in manifests]
+    # The caller reads every file and takes a slightly smaller share of the parsing;
+    # workers - 1 processes take the rest.
+    share = int(len(manifests) * _CALLER_SHARE / workers)
+    own, rest = manifests[:share], manifests[share:]
     # fork is cheap (nothing to import again) but unsafe once threads run (the daemon):
     # then forkserver, which costs a fresh interpreter importing this module.
     method = "fork" if threading.active_count() == 1 and os.name == "posix" else "forkserver"
     context = multiprocessing.get_context(method)
+    results: list[Document] = []
     try:
-        with ProcessPoolExecutor(max_workers=len(chunks) - 1, mp_context=context) as pool:
-            futures = [pool.submit(_check_chunk, str(root), chunk) for chunk in chunks[1:]]
-            results = _check_chunk(str(root), chunks[0])
+        with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
+            futures: list[Future[list[Document]]] = []
+            for start in range(0, len(rest), _BATCH):
+                read, refused = _read_batch(files, rest[start : start + _BATCH])
+                results.extend(refused)
+                futures.append(pool.submit(check_chunk, "Release", read))
+            results.extend(read_document(files, file, "Release") for file in own)
             for future in futures:
                 results.extend(future.result())
     except (OSError, BrokenProcessPool):  # no processes to be had: do it all here
-        return _check_chunk(str(root), list(files))
+        return [read_document(files, file, "Release") for file in manifests]
     return results
 
 
-def _check_chunk(root: str, files: list[str]) -> list[Document]:
-    """Parse and schema-check manifests (runs in the caller and in worker processes)."""
-    return [check_document(root, file, "Release") for file in files]
+def _read_batch(
+    files: RepoFiles, batch: Sequence[str]
+) -> tuple[list[tuple[str, bytes]], list[Document]]:
+    """(the bytes of every readable file, the documents of those refused)."""
+    read: list[tuple[str, bytes]] = []
+    refused: list[Document] = []
+    for file in batch:
+        try:
+            read.append((file, files.read(file, YAML_SIZE_LIMIT)))
+        except Unreadable as exc:
+            refused.append(Document(file, None, (unreadable_problem(exc),)))
+    return read, refused
 
 
-def _check_standalone(root: Path, file: str) -> Document:
+def _check_standalone(files: RepoFiles, file: str) -> Document:
     """A YAML file outside the repository layout (e.g. ``examples/``): schema by ``kind``."""
-    loaded = load_yaml((root / file).read_bytes()) if (root / file).is_file() else None
-    if loaded is None or loaded.problem is not None:
-        if loaded is None:
-            return Document(file, None, (file_problem(file, "unreadable", "not a file"),))
+    try:
+        data = files.read(file, YAML_SIZE_LIMIT)
+    except Unreadable as exc:
+        return Document(shown_path(file), None, (unreadable_problem(exc),))
+    loaded = load_yaml(data)
+    if loaded.problem is not None:
         return Document(file, None, (yaml_problem(file, loaded.problem),))
     kind = loaded.value.get("kind") if isinstance(loaded.value, dict) else None
     if kind not in SCHEMA_FILES:
@@ -227,4 +383,4 @@ def _check_standalone(root: Path, file: str) -> Document:
                 ),
             ),
         )
-    return check_document(root, file, str(kind))
+    return check_document(file, data, str(kind))

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 
-from controller.manifests.problems import Problem, yaml_problem
-from controller.manifests.yamlload import TESTERS_SIZE_LIMIT, decode, too_large
+from controller.manifests.problems import Problem, unreadable_problem, yaml_problem
+from controller.manifests.yamlload import decode, too_large
+from controller.repofiles import RepoFiles, Unreadable
 
 TESTER_SUFFIXES = (".csv", ".txt")
+#: Size limit of one tester file (CSV or TXT), checked from the entry's size before reading.
+TESTERS_SIZE_LIMIT = 5 * 1024 * 1024
+#: Column separators of a TXT tester file.
+_TXT_SEPARATORS = ",\t; "
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], .
             cell = next(csv.reader(io.StringIO(line), skipinitialspace=True), [""])
             first = cell[0] if cell else ""
         else:
-            first = re.split(r"[,\t; ]", stripped, maxsplit=1)[0]
+            first = _first_token(stripped)
         user_id = first.strip()
         column = line.find(user_id) + 1 if user_id else 1
         if first_row:
@@ -59,3 +63,20 @@ def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], .
                 continue  # header row
         ids.append((user_id, number, max(column, 1)))
     return tuple(ids), []
+
+
+def read_testers(files: RepoFiles, file: str) -> TesterFile:
+    """The tester file ``file`` read through ``files`` (a regular file of at most
+    :data:`TESTERS_SIZE_LIMIT` bytes, else one problem at its line 1) and parsed."""
+    try:
+        data = files.read(file, TESTERS_SIZE_LIMIT)
+    except Unreadable as exc:
+        return TesterFile((), (unreadable_problem(exc),))
+    ids, problems = parse_testers(file, data)
+    return TesterFile(ids, tuple(problems))
+
+
+def _first_token(line: str) -> str:
+    """The text before the first TXT column separator."""
+    cut = min((i for i in map(line.find, _TXT_SEPARATORS) if i >= 0), default=len(line))
+    return line[:cut]

@@ -31,8 +31,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 #: Size limit of one YAML file (manifest, relctl.yaml, access.yaml).
 YAML_SIZE_LIMIT = 1024 * 1024
-#: Size limit of one tester file (CSV or TXT).
-TESTERS_SIZE_LIMIT = 5 * 1024 * 1024
 #: Deepest nesting of mappings and sequences accepted (libyaml itself stops at 1000).
 MAX_DEPTH = 64
 
