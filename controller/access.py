@@ -70,6 +70,7 @@ from controller.gitops import GitError
 from controller.manifests import ACCESS_FILE, CONFIG_FILE, RELEASES_DIR, Access, Member, Role
 from controller.manifests import load_access as _load_access
 from controller.manifests.yamlload import load_yaml
+from controller.repofiles import MemoryFiles
 
 #: The files whose changes need a master and decide which rules apply.
 GOVERNANCE_FILES = (ACCESS_FILE, CONFIG_FILE)
@@ -199,12 +200,10 @@ def _require_signed(data: bytes) -> bool | None:
 
 def _parse_access(data: bytes) -> tuple[Access | None, str]:
     """An ``access.yaml`` version: (Access, "") or (None, why it is invalid)."""
-    with tempfile.TemporaryDirectory(prefix="relctl-access-") as temp:
-        Path(temp, ACCESS_FILE).write_bytes(data)
-        try:
-            access, problems = _load_access(Path(temp))
-        except Exception as exc:  # a broken schema set is relctl's bug; never trust then
-            return None, f"cannot be checked: {exc}"
+    try:
+        access, problems = _load_access(MemoryFiles({ACCESS_FILE: data}))
+    except Exception as exc:  # a broken schema set is relctl's bug; never trust then
+        return None, f"cannot be checked: {exc}"
     if access is not None:
         return access, ""
     first = next(iter(problems), None)
