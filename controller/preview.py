@@ -19,9 +19,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import git
+
 from controller.access import AccessLog
-from controller.gitops import resolve_revision, revision_tree
-from controller.manifests import LoadResult, Problem, Severity, load_repository
+from controller.gitops import STATUS_DIR, GitError, GitTree, resolve_revision
+from controller.manifests import (
+    YAML_SIZE_LIMIT,
+    LoadResult,
+    Problem,
+    Severity,
+    load_repository,
+)
 from controller.model import Action, Observed, Outcome, Phase, Plan, Release, Status, Step
 from controller.plan import decide, derive_phase
 from controller.platform.protocol import (
@@ -33,7 +41,8 @@ from controller.platform.protocol import (
     ReviewDecision,
     Stage,
 )
-from controller.reconcile import read_previous
+from controller.repofiles import EntryKind, RepoFiles, Unreadable
+from controller.status import parse_status
 
 #: The hidden marker CI uses to find and update the plan comment in place.
 MARKER = "<!-- relctl-plan -->"
@@ -83,17 +92,41 @@ def preview_change(repo_root: Path, base: str, head: str, now: datetime) -> Prev
     """Preview what merging ``head`` into ``base`` makes the controller do, per release."""
     base_sha = resolve_revision(repo_root, base)
     head_sha = resolve_revision(repo_root, head)
-    with revision_tree(repo_root, base_sha) as base_root:
-        before = load_repository(base_root)
-        statuses = {
-            key: status for key, (status, _raw) in read_previous(base_root).items() if status
-        }
-    with revision_tree(repo_root, head_sha) as head_root:
-        after = load_repository(head_root)
+    try:
+        repo = git.Repo(repo_root)
+    except git.GitError as exc:
+        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
+    try:
+        base_tree = GitTree(repo, base_sha)
+        before = load_repository(base_tree)
+        statuses = _statuses(base_tree)
+        after = load_repository(GitTree(repo, head_sha))
+    finally:
+        repo.close()
     changes = _changes(before, after, statuses, now)
     return Preview(
         base_sha, head_sha, tuple(_access(repo_root, base_sha, head_sha, after, changes))
     )
+
+
+def _statuses(tree: RepoFiles) -> dict[str, Status]:
+    """The readable status files ``status/<mp>/<app>.yaml`` of ``tree``, by release key
+    (regular files within the size limit only; a file that is not a status is skipped)."""
+    found: dict[str, Status] = {}
+    for directory in tree.children(STATUS_DIR):
+        if directory.kind is not EntryKind.DIRECTORY:
+            continue
+        for entry in tree.children(directory.path):
+            if entry.kind is not EntryKind.FILE or not entry.name.endswith(".yaml"):
+                continue
+            try:
+                data = tree.read(entry.path, YAML_SIZE_LIMIT)
+            except Unreadable:
+                continue
+            status = parse_status(data, file=entry.path)
+            if status is not None:
+                found[f"{directory.name}/{entry.name.removesuffix('.yaml')}"] = status
+    return found
 
 
 def _access(

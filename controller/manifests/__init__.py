@@ -48,6 +48,7 @@ from controller.manifests.schema import (
     schema_document,
 )
 from controller.manifests.testers import TESTER_SUFFIXES, TESTERS_SIZE_LIMIT, parse_testers
+from controller.manifests.yamlload import YAML_SIZE_LIMIT
 
 __all__ = [
     "ACCESS_FILE",
@@ -60,6 +61,7 @@ __all__ = [
     "SCHEMA_FILES",
     "TESTERS_SIZE_LIMIT",
     "TESTER_SUFFIXES",
+    "YAML_SIZE_LIMIT",
     "Access",
     "LoadResult",
     "Member",
