@@ -22,7 +22,6 @@ Called by ``controller.manifests`` (loading), ``controller.reconcile`` (status f
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,7 +117,7 @@ class RepoFiles(Protocol):
         ...
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
 def check_path(path: str) -> str | None:
@@ -133,7 +132,8 @@ def check_path(path: str) -> str | None:
         return "the path is absolute"
     if "\\" in path:
         return "the path contains a backslash"
-    if _CONTROL.search(path) is not None:
+    # isprintable() is False for every control character: the loop only runs when needed.
+    if not path.isprintable() and any(char in _CONTROL for char in path):
         return "the path contains a control character (newline, tab, ...)"
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "the path has an empty, '.' or '..' component"

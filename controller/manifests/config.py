@@ -7,13 +7,13 @@ along the history). Both return located problems, never raise on bad input.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
 from controller.manifests.documents import as_files, located_in, read_document
+from controller.manifests.patterns import PatternError, compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
 from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
 from controller.repofiles import RepoFiles
@@ -80,14 +80,16 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
     for app_id, spec in value["targetApps"].items():
         pattern = spec.get("userIdPattern", DEFAULT_USER_ID_PATTERN)
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            compile_pattern(pattern)
+        except PatternError as exc:
             at = located_in(files, CONFIG_FILE)
             problems.append(
                 at.problem(
                     ["targetApps", app_id, "userIdPattern"],
                     "user-id-pattern",
-                    f"{pattern!r} is not a valid regular expression: {exc}",
+                    f"{pattern!r} is not an RE2 pattern: {exc}",
+                    "relctl requires RE2 syntax (matched in linear time against the whole "
+                    "id): no backreferences or lookaround, e.g. ^[0-9]{16}$",
                 )
             )
             continue

@@ -9,13 +9,13 @@ ids, the tester limit, grayscale steps, cancel with grayscale. Runs in the calle
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from controller.manifests.config import CONFIG_FILE
 from controller.manifests.documents import Document, located_in
+from controller.manifests.patterns import compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
 from controller.manifests.testers import TESTER_SUFFIXES, TesterFile, read_testers
 from controller.model import (
@@ -65,7 +65,6 @@ class ReleaseChecker:
         self.files = files
         self.config = config
         self._tester_files: dict[str, TesterFile] = {}
-        self._patterns: dict[str, re.Pattern[str]] = {}
         self._listings: dict[str, frozenset[str]] = dict(listings or {})
 
     def check(self, doc: Document) -> tuple[Release | None, list[Problem]]:
@@ -179,7 +178,7 @@ class ReleaseChecker:
     ) -> tuple[tuple[str, ...], tuple[str, ...], list[Problem]]:
         """The resolved tester set (inline + files), the tester files read (repo-relative),
         and the problems found on the way."""
-        pattern = self._pattern(app.user_id_pattern)
+        pattern = compile_pattern(app.user_id_pattern)  # compiled by load_config
         problems: list[Problem] = []
         files: list[str] = []
         # Every tester with where it was written: an inline index, or (file, line, column).
@@ -226,7 +225,7 @@ class ReleaseChecker:
                     f"tester {user_id} is listed twice (first at {first_at})",
                     "remove the duplicate",
                 )
-            elif pattern.search(user_id) is None:
+            elif pattern.fullmatch(user_id) is None:
                 problem(
                     where,
                     "tester-id",
@@ -246,12 +245,6 @@ class ReleaseChecker:
                 )
             )
         return tuple(sorted(seen)), tuple(files), problems
-
-    def _pattern(self, source: str) -> re.Pattern[str]:
-        compiled = self._patterns.get(source)
-        if compiled is None:
-            compiled = self._patterns[source] = re.compile(source)
-        return compiled
 
     def _listing(self, directory: str) -> frozenset[str]:
         names = self._listings.get(directory)

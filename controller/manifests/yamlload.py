@@ -57,7 +57,7 @@ _CORE_SCALAR = re.compile(
       |(?P<int>[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)
       |(?P<float>[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # only ever used with fullmatch
 )
 _CORE_FIRST_CHARS = frozenset("~nNtTfF0123456789+-.")
 _CORE_TAGS = {"null": NULL_TAG, "bool": BOOL_TAG, "int": INT_TAG, "float": FLOAT_TAG}
