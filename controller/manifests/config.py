@@ -114,10 +114,18 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
     )
 
 
-def load_access(files: RepoFiles | Path) -> tuple[Access | None, list[Problem]]:
+def load_access(
+    files: RepoFiles | Path, *, require_signed: bool = False
+) -> tuple[Access | None, list[Problem]]:
     """``access.yaml`` of ``files`` (a directory means its work tree; the access history
     passes one version as ``MemoryFiles({"access.yaml": blob})``): (None, []) when absent,
-    (None, problems) when it is not a regular file, too large or invalid."""
+    (None, problems) when it is not a regular file, too large or invalid.
+
+    It must leave a master (nobody else may change ``access.yaml`` or ``relctl.yaml``), and
+    with ``require_signed`` (``policy.requireSignedCommits`` of ``relctl.yaml``, which is
+    not always at hand) a master with a ``signingKey``: else no change to them could ever be
+    trusted again.
+    """
     files = as_files(files)
     if files.entry(ACCESS_FILE) is None:
         return None, []
@@ -162,6 +170,30 @@ def load_access(files: RepoFiles | Path) -> tuple[Access | None, list[Problem]]:
                 signing_key=item.get("signingKey"),
             )
         )
+    masters = [m for m in members if m.role is Role.MASTER]
+    if not masters or (require_signed and not any(m.signing_key for m in masters)):
+        at = at or located_in(files, ACCESS_FILE)
+        problems.append(_lockout(at, bool(masters)))
     if any(p.severity is Severity.ERROR for p in problems):
         return None, problems
     return Access(tuple(members)), problems
+
+
+def _lockout(at: Located, has_master: bool) -> Problem:
+    """The problem of an access.yaml that nobody could ever change again."""
+    if not has_master:
+        return at.problem(
+            ["members"],
+            "no-master",
+            "no member has role master: nobody could change access.yaml or relctl.yaml again",
+            "keep at least one member with role: master",
+            at_key=True,
+        )
+    return at.problem(
+        ["members"],
+        "no-signing-master",
+        "policy.requireSignedCommits is true but no master has a signingKey: no change to "
+        "access.yaml or relctl.yaml could ever be verified",
+        'give a master the SSH key they sign with: signingKey: "ssh-ed25519 AAAA..."',
+        at_key=True,
+    )

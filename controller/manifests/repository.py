@@ -130,7 +130,8 @@ def load_repository(
     problems.extend(config_problems)
     access: Access | None = None
     if selection.want_access:
-        access, access_problems = load_access(files)
+        signed = config is not None and config.require_signed_commits
+        access, access_problems = load_access(files, require_signed=signed)
         problems.extend(access_problems)
     manifests = sorted(selection.manifests)
     documents = _check_documents(files, manifests, workers)
