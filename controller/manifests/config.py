@@ -15,6 +15,7 @@ from types import MappingProxyType
 from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.patterns import PatternError, compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
+from controller.manifests.quoting import quote
 from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
 from controller.repofiles import RepoFiles
 
@@ -87,7 +88,7 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
                 at.problem(
                     ["targetApps", app_id, "userIdPattern"],
                     "user-id-pattern",
-                    f"{pattern!r} is not an RE2 pattern: {exc}",
+                    f"{quote(pattern)} is not an RE2 pattern: {exc}",
                     "relctl requires RE2 syntax (matched in linear time against the whole "
                     "id): no backreferences or lookaround, e.g. ^[0-9]{16}$",
                 )
@@ -145,7 +146,8 @@ def load_access(
                 at.problem(
                     ["members", index, "email"],
                     "duplicate-member",
-                    f"{email} is already listed (members[{seen[email.casefold()]}])",
+                    f"{quote(email, bare=True)} is already listed "
+                    f"(members[{seen[email.casefold()]}])",
                     "list each person once",
                 )
             )

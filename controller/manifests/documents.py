@@ -10,6 +10,7 @@ into located problems with hints (``unknown-field`` with a suggestion, ``unquote
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from controller.manifests.problems import (
     unreadable_problem,
     yaml_problem,
 )
+from controller.manifests.quoting import cut, quote
 from controller.manifests.schema import _schemas, reference_validator
 from controller.manifests.yamlload import (
     YAML11_BOOLEANS,
@@ -34,6 +36,9 @@ from controller.manifests.yamlload import (
     scalar_source,
 )
 from controller.repofiles import RepoFiles, Unreadable, WorkTree
+
+#: Schema errors explained per file at most (the rest of a hostile file is not walked).
+MAX_SCHEMA_ERRORS = 100
 
 
 @dataclass(frozen=True)
@@ -115,17 +120,18 @@ def problem_at(
 def _schema_problems(at: Located, kind: str, value: Any) -> list[Problem]:
     validator = reference_validator(kind)
     problems: list[Problem] = []
-    for error in validator.iter_errors(value):
+    # Errors are produced lazily: a file with 100,000 bad items costs MAX_SCHEMA_ERRORS.
+    for error in itertools.islice(validator.iter_errors(value), MAX_SCHEMA_ERRORS):
         problems.extend(_explain(at, error))
     return problems
 
 
 def _fast_problems(at: Located, kind: str, value: Any) -> list[Problem]:
     try:
-        errors = list(_schemas().fast[kind].iter_errors(value))
+        errors = list(itertools.islice(_schemas().fast[kind].iter_errors(value), MAX_SCHEMA_ERRORS))
     except Exception as exc:
-        return [at.problem([], "schema", f"the document cannot be checked: {exc}")]
-    return [at.problem(list(e.instance_path), "schema", str(e.message)) for e in errors] or [
+        return [at.problem([], "schema", f"the document cannot be checked: {cut(str(exc))}")]
+    return [at.problem(list(e.instance_path), "schema", cut(str(e.message))) for e in errors] or [
         at.problem([], "schema", "the document does not match the schema")
     ]
 
@@ -142,11 +148,11 @@ def _explain(at: Located, error: Any) -> list[Problem]:
         for key in instance:
             if key in known:
                 continue
-            close = difflib.get_close_matches(key, known, n=1)
+            close = difflib.get_close_matches(key, known, n=1) if len(key) <= 64 else []
             hint = f"did you mean {close[0]!r}?" if close else _known_fields_hint(known)
             out.append(
                 at.problem(
-                    [*path, key], "unknown-field", f"unknown field {key!r}", hint, at_key=True
+                    [*path, key], "unknown-field", f"unknown field {quote(key)}", hint, at_key=True
                 )
             )
         return out
@@ -165,7 +171,7 @@ def _explain(at: Located, error: Any) -> list[Problem]:
         ]
     _, value_node = at.nodes(path)
     source = scalar_source(value_node)
-    code, message = "schema", str(error.message)
+    code, message = "schema", _message(error)
     hint = None
     if validator == "type":
         expected = error.validator_value
@@ -177,13 +183,13 @@ def _explain(at: Located, error: Any) -> list[Problem]:
             and instance.lower() in YAML11_BOOLEANS
         ):
             code = "yaml-1.1-boolean"
-            message = f"{instance!r} is a string, not a boolean"
+            message = f"{quote(instance)} is a string, not a boolean"
             hint = "YAML 1.2 booleans are only true and false: write true or false"
         elif path == ["spec", "version"] and isinstance(instance, int | float):
             code = "unquoted-version"
-            raw = source if source is not None else str(instance)
-            message = f"version {raw} is a number, not a quoted string"
-            hint = f'quote it: version: "{_suggest_version(raw)}"'
+            raw = source if source is not None else quote(instance)
+            message = f"version {quote(raw, bare=True)} is a number, not a quoted string"
+            hint = f'quote it: version: "{quote(_suggest_version(raw), bare=True)}"'
         elif instance is None:
             message = f"the value is empty (null); expected {wanted}"
             hint = "write a value, or remove the key to use the default"
@@ -191,22 +197,32 @@ def _explain(at: Located, error: Any) -> list[Problem]:
             message = f"expected {wanted}, found {_json_type(instance)}"
         else:
             raw = source if source is not None else json.dumps(instance)
-            message = f"{raw} is {_json_type(instance)}, expected {wanted}"
+            message = f"{quote(raw, bare=True)} is {_json_type(instance)}, expected {wanted}"
             if "string" in expected_types:
-                hint = f'quote it: "{raw}"'
+                hint = f'quote it: "{quote(raw, bare=True)}"'
             elif isinstance(instance, str) and {"integer", "number"} & set(expected_types):
-                hint = f"remove the quotes: {instance}"
+                hint = f"remove the quotes: {quote(instance, bare=True)}"
     elif validator == "const":
-        message = f"{instance!r} is not allowed here; expected {error.validator_value!r}"
+        message = f"{quote(instance)} is not allowed here; expected {error.validator_value!r}"
     elif validator == "pattern" and path == ["spec", "version"]:
-        message = f"version {instance!r} is not x.y.z"
+        message = f"version {quote(instance)} is not x.y.z"
         hint = 'three numbers without leading zeros, e.g. "1.4.0"'
     elif validator == "pattern":
-        message = f"{instance!r} is not valid here"
+        message = f"{quote(instance)} is not valid here"
         hint = schema.get("description")
     elif validator == "format" and error.validator_value == "regex":
-        message = f"{instance!r} is not a valid regular expression"
+        message = f"{quote(instance)} is not a valid regular expression"
     return [at.problem(path, code, message, hint)]
+
+
+def _message(error: Any) -> str:
+    """jsonschema's message with the value it quotes (``'aaa...' is too long``) quoted by
+    :func:`quote` instead, and cut."""
+    message = str(error.message)
+    instance = error.instance
+    if isinstance(instance, str | list | dict):
+        message = message.replace(repr(instance), quote(instance), 1)
+    return cut(message)
 
 
 _TYPE_WORDS = {

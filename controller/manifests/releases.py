@@ -17,6 +17,7 @@ from controller.manifests.config import CONFIG_FILE
 from controller.manifests.documents import Document, located_in
 from controller.manifests.patterns import compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
+from controller.manifests.quoting import quote
 from controller.manifests.testers import TESTER_SUFFIXES, TesterFile, read_testers
 from controller.model import (
     Compatibility,
@@ -88,7 +89,7 @@ class ReleaseChecker:
                     located().problem(
                         ["metadata", name],
                         "path-mismatch",
-                        f"metadata.{name} is {metadata[name]!r} but the file is {file}",
+                        f"metadata.{name} is {quote(metadata[name])} but the file is {file}",
                         f"the path is releases/<miniProgram>/<targetApp>.yaml: set {name}: "
                         f"{expected} or move the file",
                     )
@@ -114,7 +115,7 @@ class ReleaseChecker:
                 located().problem(
                     ["metadata", "targetApp"],
                     "unknown-target-app",
-                    f"target app {app_id!r} is not declared in {CONFIG_FILE}",
+                    f"target app {quote(app_id)} is not declared in {CONFIG_FILE}",
                     f"declared target apps: {declared}",
                 )
             )
@@ -222,15 +223,15 @@ class ReleaseChecker:
                 problem(
                     where,
                     "duplicate-tester",
-                    f"tester {user_id} is listed twice (first at {first_at})",
+                    f"tester {quote(user_id, bare=True)} is listed twice (first at {first_at})",
                     "remove the duplicate",
                 )
             elif pattern.fullmatch(user_id) is None:
                 problem(
                     where,
                     "tester-id",
-                    f"{user_id!r} is not a valid {app.name} user id",
-                    f"{app.id} user ids match {app.user_id_pattern}",
+                    f"{quote(user_id)} is not a valid {app.name} user id",
+                    f"{app.id} user ids match {quote(app.user_id_pattern, bare=True)}",
                 )
             else:
                 seen[user_id] = where
@@ -260,27 +261,27 @@ class ReleaseChecker:
         if "\\" in name or name.startswith("/") or name[1:2] == ":":
             return None, (
                 "tester-file-path",
-                f"{name!r} must be a relative path with '/' separators",
+                f"{quote(name)} must be a relative path with '/' separators",
                 "paths are relative to the manifest, e.g. testers/gcash.csv",
             )
         if not name.lower().endswith(TESTER_SUFFIXES):
             return None, (
                 "tester-file-type",
-                f"{name!r} is not a .csv or .txt file",
+                f"{quote(name)} is not a .csv or .txt file",
                 "tester files are CSV or TXT with the user id in the first column",
             )
         joined = posixpath.normpath(posixpath.join(manifest_dir, name))
         if joined == ".." or joined.startswith(("../", "/")):
             return None, (
                 "tester-file-path",
-                f"{name!r} is outside the repository",
+                f"{quote(name)} is outside the repository",
                 "keep tester files in the release repository, e.g. testers/gcash.csv",
             )
         why = check_path(joined)
         if why is not None:
             return None, (
                 "tester-file-path",
-                f"{name!r}: {why}",
+                f"{quote(name)}: {why}",
                 "name tester files with printable characters, e.g. testers/gcash.csv",
             )
         entry = self.files.entry(joined)
@@ -293,7 +294,7 @@ class ReleaseChecker:
         if entry.kind is EntryKind.SYMLINK:
             return None, (
                 "tester-file-path",
-                f"{name!r} is a symbolic link (or lies under one); relctl never follows links",
+                f"{quote(name)} is a symbolic link (or lies under one); relctl never follows links",
                 "replace the link by the file itself",
             )
         return joined, None

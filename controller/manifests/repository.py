@@ -36,6 +36,7 @@ from controller.manifests.problems import (
     unreadable_problem,
     yaml_problem,
 )
+from controller.manifests.quoting import quote
 from controller.manifests.releases import (
     MANIFEST_SUFFIXES,
     RELEASES_DIR,
@@ -59,6 +60,8 @@ from controller.repofiles import (
 
 #: From this many manifests on, parsing and schema checks use a second process.
 PARALLEL_THRESHOLD = 2000
+#: Problems reported per file at most; one more problem counts the rest.
+MAX_PROBLEMS_PER_FILE = 200
 
 
 @dataclass(frozen=True)
@@ -168,13 +171,37 @@ def load_repository(
         config=config,
         access=access,
         releases=tuple(sorted(releases, key=lambda r: r.key)),
-        problems=tuple(sorted(set(problems), key=lambda p: p.sort_key)),
-        invalid=MappingProxyType(
-            {k: tuple(sorted(set(v), key=lambda p: p.sort_key)) for k, v in sorted(invalid.items())}
-        ),
+        problems=_capped(problems),
+        invalid=MappingProxyType({k: _capped(v) for k, v in sorted(invalid.items())}),
         files=tuple(sorted(set(checked))),
         unreadable=tuple(sorted(selection.unreadable)),
     )
+
+
+def _capped(problems: Sequence[Problem]) -> tuple[Problem, ...]:
+    """The problems without duplicates, sorted, at most :data:`MAX_PROBLEMS_PER_FILE` per
+    file and then one that counts the rest: a hostile file of 100,000 bad ids gives a page
+    of output (and a bounded status), not 100,000 lines."""
+    out: list[Problem] = []
+    dropped: dict[str, list[Problem]] = {}
+    kept: dict[str, int] = {}
+    for problem in sorted(set(problems), key=lambda p: p.sort_key):
+        if kept.get(problem.file, 0) < MAX_PROBLEMS_PER_FILE:
+            kept[problem.file] = kept.get(problem.file, 0) + 1
+            out.append(problem)
+        else:
+            dropped.setdefault(problem.file, []).append(problem)
+    for file, rest in dropped.items():
+        errors = any(p.severity is Severity.ERROR for p in rest)
+        out.append(
+            Problem(
+                file, rest[0].line, rest[0].column, "",
+                Severity.ERROR if errors else Severity.WARNING, "more-problems",
+                f"{len(rest):,} more problems in this file are not shown",
+                "fix the problems shown and validate again",
+            )
+        )  # fmt: skip
+    return tuple(sorted(out, key=lambda p: p.sort_key))
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +406,7 @@ def _check_standalone(files: RepoFiles, file: str) -> Document:
                 at.problem(
                     ["kind"],
                     "unknown-kind",
-                    f"kind {kind!r} is not one of {', '.join(SCHEMA_FILES)}",
+                    f"kind {quote(kind)} is not one of {', '.join(SCHEMA_FILES)}",
                     f"apiVersion: {API_VERSION} files have kind Release, Config or Access",
                 ),
             ),

@@ -10,7 +10,8 @@ import csv
 import io
 from dataclasses import dataclass
 
-from controller.manifests.problems import Problem, unreadable_problem, yaml_problem
+from controller.manifests.problems import Problem, Severity, unreadable_problem, yaml_problem
+from controller.manifests.quoting import cut
 from controller.manifests.yamlload import decode, too_large
 from controller.repofiles import RepoFiles, Unreadable
 
@@ -45,13 +46,24 @@ def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], .
         return (), [yaml_problem(file, problem)]
     is_csv = file.lower().endswith(".csv")
     ids: list[tuple[str, int, int]] = []
+    problems: list[Problem] = []
     first_row = True
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         if is_csv:
-            cell = next(csv.reader(io.StringIO(line), skipinitialspace=True), [""])
+            try:
+                cell = next(csv.reader(io.StringIO(line), skipinitialspace=True), [""])
+            except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB
+                problems.append(
+                    Problem(
+                        file, number, 1, "", Severity.ERROR, "tester-file-syntax",
+                        f"line {number} is not a CSV row: {cut(str(exc))}",
+                        "one user id per row, in the first column",
+                    )
+                )  # fmt: skip
+                continue
             first = cell[0] if cell else ""
         else:
             first = _first_token(stripped)
@@ -62,7 +74,7 @@ def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], .
             if not any(ch.isdigit() for ch in user_id):
                 continue  # header row
         ids.append((user_id, number, max(column, 1)))
-    return tuple(ids), []
+    return tuple(ids), problems
 
 
 def read_testers(files: RepoFiles, file: str) -> TesterFile:
