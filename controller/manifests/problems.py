@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from controller.manifests.quoting import QUOTE_LIMIT, quote
 from controller.manifests.yamlload import compose, find_node
 from controller.repofiles import Unreadable, check_path
 
@@ -105,7 +106,9 @@ def field_path(path: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            # A key is repository input: a huge or unprintable one is quoted and cut.
+            key = part if part.isprintable() and len(part) <= QUOTE_LIMIT else quote(part)
+            out += f".{key}" if out else key
     return out
 
 
