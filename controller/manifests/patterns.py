@@ -10,6 +10,7 @@ are ASCII digits only. Used by ``config`` (compile at load) and ``releases`` (te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -23,16 +24,26 @@ _REASON_LIMIT = 120
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
 
+try:  # the binding's own anchored match: ~4x cheaper per id than re2's Python-side wrapper
+    from re2 import _re2
+
+    _ANCHOR_BOTH: Any = _re2.RE2.Anchor.ANCHOR_BOTH
+except (ImportError, AttributeError):  # pragma: no cover - another google-re2 layout
+    _ANCHOR_BOTH = None
+
+#: A compiled pattern: whether all of a text matches it.
+FullMatch = Callable[[str], bool]
+
 
 class PatternError(ValueError):
     """A pattern RE2 cannot compile; the message says why (cut short)."""
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
-def compile_pattern(source: str) -> Any:
-    """The RE2 program of ``source``; raises :class:`PatternError`."""
+def compile_pattern(source: str) -> FullMatch:
+    """The full-match test of the RE2 pattern ``source``; raises :class:`PatternError`."""
     try:
-        return re2.compile(source, _OPTIONS)
+        program = re2.compile(source, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "invalid pattern"
         if isinstance(reason, bytes):
@@ -41,8 +52,20 @@ def compile_pattern(source: str) -> Any:
         if len(reason) > _REASON_LIMIT:
             reason = f"{reason[:_REASON_LIMIT]}…"
         raise PatternError(reason) from None
+    raw: Any = getattr(program, "_regexp", None)
+    if _ANCHOR_BOTH is None or not callable(getattr(raw, "Match", None)):
+        return lambda text: program.fullmatch(text) is not None  # pragma: no cover
+
+    def full_match(text: str) -> bool:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no id
+            return False
+        return bool(raw.Match(_ANCHOR_BOTH, data, 0, len(data))[0][0] >= 0)
+
+    return full_match
 
 
 def full_match(source: str, text: str) -> bool:
     """Whether all of ``text`` matches the pattern ``source`` (compiled once, cached)."""
-    return compile_pattern(source).fullmatch(text) is not None
+    return compile_pattern(source)(text)

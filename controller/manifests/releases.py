@@ -226,7 +226,7 @@ class ReleaseChecker:
                     f"tester {quote(user_id, bare=True)} is listed twice (first at {first_at})",
                     "remove the duplicate",
                 )
-            elif pattern.fullmatch(user_id) is None:
+            elif not pattern(user_id):
                 problem(
                     where,
                     "tester-id",
