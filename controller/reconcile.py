@@ -558,7 +558,8 @@ def reconcile_repository(
         final.append(replace(item, rendered=rendered, changed=changed))
     live = {item.key for item in final}
     for key in previous:
-        if key not in live:
+        # A release under a directory that could not be listed is unknown, not deleted.
+        if key not in live and not f"releases/{key}".startswith(loaded.unreadable):
             files[f"status/{key}.yaml"] = None
     if cache is not None:
         cache.statuses = {item.key: (item.rendered, item.status) for item in final if not dry_run}

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: shared helpers
 
+from controller_world import make_world, manifest
 from gitutil import git as run_git
 from gitutil import identity, isolate_git
 
@@ -543,3 +544,22 @@ def test_work_tree_and_memory_files_agree(repo: Path) -> None:
     }
     assert load_repository(MemoryFiles(files)) == load_repository(repo)
     assert Severity.ERROR not in {p.severity for p in load_repository(repo).problems}
+
+
+def test_the_controller_keeps_statuses_under_a_directory_it_cannot_list(tmp_path: Path) -> None:
+    shop, rewards = "releases/shop/gcash.yaml", "releases/rewards/gcash.yaml"
+    files = {shop: manifest(), rewards: manifest("rewards", "gcash")}
+    with make_world(tmp_path, files) as world:
+        world.pass_once()
+        assert set(world.statuses()) == {"shop/gcash", "rewards/gcash"}
+        world.person.pull()
+        world.person.git("rm", "--quiet", "-r", "releases/rewards")
+        (world.person.path / "releases/rewards").symlink_to("/etc")
+        world.person.git("add", "releases/rewards")
+        world.person.git("commit", "--quiet", "-m", "rewards is now a link")
+        world.person.push()
+
+        result = world.pass_once()
+
+        assert result.removed == ()
+        assert set(world.statuses()) == {"shop/gcash", "rewards/gcash"}
