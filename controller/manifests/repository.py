@@ -142,7 +142,10 @@ def load_repository(
     releases: list[Release] = []
     invalid: dict[str, list[Problem]] = {k: list(v) for k, v in selection.keyed.items()}
     for doc in documents:
-        key = release_key(doc.file) if doc.file in selection.manifests else None
+        if doc.file not in selection.manifests:  # refused before reading: an odd name
+            problems.extend(doc.problems)
+            continue
+        key = release_key(doc.file)
         if key is None:
             problems.append(
                 file_problem(
@@ -393,7 +396,7 @@ def _read_batch(
         try:
             read.append((file, files.read(file, YAML_SIZE_LIMIT)))
         except Unreadable as exc:
-            refused.append(Document(file, None, (unreadable_problem(exc),)))
+            refused.append(Document(shown_path(file), None, (unreadable_problem(exc),)))
     return read, refused
 
 

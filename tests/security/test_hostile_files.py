@@ -563,3 +563,13 @@ def test_the_controller_keeps_statuses_under_a_directory_it_cannot_list(tmp_path
 
         assert result.removed == ()
         assert set(world.statuses()) == {"shop/gcash", "rewards/gcash"}
+
+
+def test_an_odd_name_given_on_the_command_line_is_reported_not_dropped(repo: Path) -> None:
+    odd = repo / "releases/shop/da\nna.yaml"
+    odd.write_text(SECRET_MANIFEST)
+    result = load_repository(repo, [odd])
+    assert [(p.file, p.code) for p in result.errors] == [
+        (repr("releases/shop/da\nna.yaml"), "bad-path")
+    ]
+    assert result.releases == () and SECRET not in repr(result)
