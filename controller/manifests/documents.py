@@ -145,15 +145,19 @@ def _explain(at: Located, error: Any) -> list[Problem]:
     if validator == "additionalProperties" and isinstance(instance, dict):
         known = sorted(schema.get("properties", {}))
         out = []
-        for key in instance:
-            if key in known:
-                continue
+        unknown = [key for key in instance if key not in known]
+        for key in unknown[:MAX_SCHEMA_ERRORS]:
             close = difflib.get_close_matches(key, known, n=1) if len(key) <= 64 else []
             hint = f"did you mean {close[0]!r}?" if close else _known_fields_hint(known)
             out.append(
                 at.problem(
                     [*path, key], "unknown-field", f"unknown field {quote(key)}", hint, at_key=True
                 )
+            )
+        if len(unknown) > MAX_SCHEMA_ERRORS:
+            rest = len(unknown) - MAX_SCHEMA_ERRORS
+            out.append(
+                at.problem(path, "unknown-field", f"{rest:,} more unknown fields", hint=None)
             )
         return out
     if validator == "required" and isinstance(instance, dict):

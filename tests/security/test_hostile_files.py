@@ -573,3 +573,14 @@ def test_an_odd_name_given_on_the_command_line_is_reported_not_dropped(repo: Pat
         (repr("releases/shop/da\nna.yaml"), "bad-path")
     ]
     assert result.releases == () and SECRET not in repr(result)
+
+
+@pytest.mark.timeout(30)
+def test_sixty_thousand_unknown_fields_are_located_in_linear_time(repo: Path) -> None:
+    path = repo / "releases/shop/tng.yaml"
+    path.write_text(path.read_text() + "".join(f"  k{n}: 1\n" for n in range(60_000)))
+    result = load_repository(repo)
+    in_file = found(result, "releases/shop/tng.yaml")
+    assert len(in_file) == 101 and {p.code for p in in_file} == {"unknown-field"}
+    assert any(p.message == "59,900 more unknown fields" for p in in_file)
+    assert keys(result) == ["rewards/tng", "shop/gcash"]
