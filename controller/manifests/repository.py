@@ -8,6 +8,7 @@ manifests on, in two processes), then the semantic checks (``releases``) in the 
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
 import posixpath
@@ -185,22 +186,22 @@ def _capped(problems: Sequence[Problem]) -> tuple[Problem, ...]:
     """The problems without duplicates, sorted, at most :data:`MAX_PROBLEMS_PER_FILE` per
     file and then one that counts the rest: a hostile file of 100,000 bad ids gives a page
     of output (and a bounded status), not 100,000 lines."""
+    by_file: dict[str, set[Problem]] = {}
+    for problem in problems:
+        by_file.setdefault(problem.file, set()).add(problem)
     out: list[Problem] = []
-    dropped: dict[str, list[Problem]] = {}
-    kept: dict[str, int] = {}
-    for problem in sorted(set(problems), key=lambda p: p.sort_key):
-        if kept.get(problem.file, 0) < MAX_PROBLEMS_PER_FILE:
-            kept[problem.file] = kept.get(problem.file, 0) + 1
-            out.append(problem)
-        else:
-            dropped.setdefault(problem.file, []).append(problem)
-    for file, rest in dropped.items():
-        errors = any(p.severity is Severity.ERROR for p in rest)
+    for file, found in by_file.items():
+        if len(found) <= MAX_PROBLEMS_PER_FILE:
+            out.extend(found)
+            continue
+        first = heapq.nsmallest(MAX_PROBLEMS_PER_FILE + 1, found, key=lambda p: p.sort_key)
+        out.extend(first[:-1])
+        errors = any(p.severity is Severity.ERROR for p in found - set(first[:-1]))
         out.append(
             Problem(
-                file, rest[0].line, rest[0].column, "",
+                file, first[-1].line, first[-1].column, "",
                 Severity.ERROR if errors else Severity.WARNING, "more-problems",
-                f"{len(rest):,} more problems in this file are not shown",
+                f"{len(found) - MAX_PROBLEMS_PER_FILE:,} more problems in this file are not shown",
                 "fix the problems shown and validate again",
             )
         )  # fmt: skip

@@ -52,7 +52,9 @@ def parse_testers(file: str, data: bytes) -> tuple[tuple[tuple[str, int, int], .
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if is_csv:
+        if is_csv and '"' not in line:  # no quoting: the first cell is what precedes a comma
+            first = line.split(",", 1)[0]
+        elif is_csv:
             try:
                 cell = next(csv.reader(io.StringIO(line), skipinitialspace=True), [""])
             except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB

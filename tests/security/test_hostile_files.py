@@ -528,7 +528,7 @@ def test_numbers_python_cannot_hold_are_located_errors(
 
 
 def test_a_csv_field_over_the_csv_module_limit_is_a_located_error(repo: Path) -> None:
-    (repo / "releases/shop/testers/gcash.csv").write_text(f"2088000000000011,{'x' * 200_000}\n")
+    (repo / "releases/shop/testers/gcash.csv").write_text(f'2088000000000011,"{"x" * 200_000}"\n')
     code, out = validate(repo)
     assert code == 1 and "releases/shop/testers/gcash.csv:1:1: error: " in out
     assert "[tester-file-syntax]" in out and len(out) < 1000
