@@ -63,7 +63,8 @@ from typing import Any
 from controller.gitops import GitError, run_git
 from controller.manifests import ACCESS_FILE, CONFIG_FILE, RELEASES_DIR, Access, Member, Role
 from controller.manifests import load_access as _load_access
-from controller.yamlload import YAML_SIZE_LIMIT, load_yaml
+from controller.manifests.yamlload import YAML_SIZE_LIMIT, load_yaml
+from controller.repofiles import MemoryFiles
 
 __all__ = [
     "GOVERNANCE_FILES",
@@ -398,12 +399,10 @@ def _parse_access(data: bytes) -> tuple[Access | None, str]:
     """An ``access.yaml`` version: (Access, "") or (None, why it is invalid).
 
     The one call into ``controller.manifests``' loading."""
-    with tempfile.TemporaryDirectory(prefix="relctl-access-") as temp:
-        Path(temp, ACCESS_FILE).write_bytes(data)
-        try:
-            access, problems = _load_access(Path(temp))
-        except Exception as exc:  # a broken schema set is relctl's bug; never trust then
-            return None, f"it cannot be checked: {exc}"
+    try:
+        access, problems = _load_access(MemoryFiles({ACCESS_FILE: data}))
+    except Exception as exc:  # a broken schema set is relctl's bug; never trust then
+        return None, f"it cannot be checked: {exc}"
     if access is not None:
         return access, ""
     first = next(iter(problems), None)

@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import git
+
 from controller.access import Reason as AccessReason
 from controller.access import TrustError, judge_range
-from controller.gitops import STATUS_DIR, GitError, resolve_revision, revision_tree
+from controller.gitops import STATUS_DIR, GitError, GitTree, resolve_revision
 from controller.manifests import (
     ACCESS_FILE,
     MANIFEST_SUFFIXES,
     RELEASES_DIR,
+    YAML_SIZE_LIMIT,
     LoadResult,
     Problem,
     Severity,
@@ -62,6 +64,7 @@ from controller.platform.rules import (
     Stage,
     Version,
 )
+from controller.repofiles import EntryKind, RepoFiles, Unreadable
 from controller.status import parse_status
 
 __all__ = ["CheckResult", "check_change"]
@@ -123,28 +126,30 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
     fork_sha = _merge_base(repo_root, base_sha, head_sha)
     changed = _git_paths(repo_root, "diff", "--name-only", "-z", "--no-renames", fork_sha, head_sha)
     manifests = sorted(path for path in changed if _is_manifest(path))
-    with ExitStack() as stack:
-        head_root = stack.enter_context(revision_tree(repo_root, head_sha))
-        base_root = stack.enter_context(revision_tree(repo_root, base_sha))
-        fork_root = (
-            base_root
-            if fork_sha == base_sha
-            else stack.enter_context(revision_tree(repo_root, fork_sha))
-        )
-        after = load_repository(head_root)
+    try:
+        repo = git.Repo(repo_root)
+    except git.GitError as exc:
+        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
+    try:
+        head_tree = GitTree(repo, head_sha)
+        base_tree = GitTree(repo, base_sha)
+        fork_tree = base_tree if fork_sha == base_sha else GitTree(repo, fork_sha)
+        after = load_repository(head_tree)
         change = _Change(
-            head_root=head_root,
-            before=_releases(fork_root, manifests),
-            main=_releases(base_root, manifests),
+            head=head_tree,
+            before=_releases(fork_tree, manifests),
+            main=_releases(base_tree, manifests),
             after={r.key: r for r in after.releases},
             invalid=frozenset(after.invalid),
-            statuses=_statuses(base_root, manifests),
+            statuses=_statuses(base_tree, manifests),
         )
         problems = list(after.problems)
         for file in manifests:
             problems.extend(change.judge(file))
-        problems.extend(_status_edits(head_root, changed))
+        problems.extend(_status_edits(head_tree, changed))
         problems.extend(_forbidden(repo_root, base_sha, head_sha))
+    finally:
+        repo.close()
     return CheckResult(
         base=base_sha,
         head=head_sha,
@@ -166,7 +171,7 @@ class _Change:
     now, ``after`` the head revision; ``statuses`` are the status files at the base revision.
     """
 
-    head_root: Path
+    head: RepoFiles
     before: Mapping[str, Release]
     main: Mapping[str, Release]
     after: Mapping[str, Release]
@@ -204,7 +209,7 @@ class _Change:
         severity: Severity = Severity.ERROR,
     ) -> Problem:
         return problem_at(
-            self.head_root, release.path, ["spec", field], code, message, hint, severity=severity
+            self.head, release.path, ["spec", field], code, message, hint, severity=severity
         )
 
     def _version(
@@ -365,11 +370,12 @@ def _removed(before: Release) -> Problem:
 # --------------------------------------------------------------------------------------------
 
 
-def _status_edits(head_root: Path, changed: Iterable[str]) -> Iterator[Problem]:
+def _status_edits(head: RepoFiles, changed: Iterable[str]) -> Iterator[Problem]:
     for file in changed:
         if not file.startswith(f"{STATUS_DIR}/"):
             continue
-        deleted = not (head_root / file).is_file()
+        entry = head.entry(file)
+        deleted = entry is None or entry.kind is not EntryKind.FILE
         yield Problem(
             file,
             1,
@@ -453,25 +459,33 @@ def _git(repo_root: Path, *args: str) -> str:
     return done.stdout
 
 
-def _releases(root: Path, manifests: Sequence[str]) -> dict[str, Release]:
-    """The valid releases among ``manifests`` in the tree at ``root``, by key."""
-    present = [root / file for file in manifests if (root / file).is_file()]
+def _releases(tree: RepoFiles, manifests: Sequence[str]) -> dict[str, Release]:
+    """The valid releases among ``manifests`` in ``tree``, by key."""
+    present = [file for file in manifests if _is_file(tree, file)]
     if not present:
         return {}
-    loaded: LoadResult = load_repository(root, present)
+    loaded: LoadResult = load_repository(tree, present)
     return {r.key: r for r in loaded.releases}
 
 
-def _statuses(root: Path, manifests: Sequence[str]) -> dict[str, Status]:
-    """The status files at ``root`` of the releases ``manifests`` are about, by key."""
+def _statuses(tree: RepoFiles, manifests: Sequence[str]) -> dict[str, Status]:
+    """The status files in ``tree`` of the releases ``manifests`` are about, by key."""
     found: dict[str, Status] = {}
     for key in sorted({k for k in map(release_key, manifests) if k is not None}):
         file = f"{STATUS_DIR}/{key}.yaml"
-        if (root / file).is_file():
-            parsed = parse_status((root / file).read_bytes(), file=file)
-            if parsed is not None:
-                found[key] = parsed
+        try:
+            data = tree.read(file, YAML_SIZE_LIMIT)
+        except Unreadable:
+            continue  # none, or not a regular file: no usable status
+        parsed = parse_status(data, file=file)
+        if parsed is not None:
+            found[key] = parsed
     return found
+
+
+def _is_file(tree: RepoFiles, path: str) -> bool:
+    entry = tree.entry(path)
+    return entry is not None and entry.kind is EntryKind.FILE
 
 
 def _is_manifest(path: str) -> bool:

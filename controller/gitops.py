@@ -45,14 +45,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import logging
 import os
 import random
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -947,31 +945,6 @@ class GitTree:
 # --------------------------------------------------------------------------------------------
 # Reading another revision (relctl plan --base, relctl check)
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def revision_tree(repo_root: Path, rev: str) -> Iterator[Path]:
-    """The repository's files at ``rev``, extracted into a temporary directory.
-
-    ``git archive`` streams the tree (no worktree, no change to the repository); tarfile's
-    ``data`` filter refuses absolute paths, ``..`` and links that leave the directory.
-    Raises GitError when ``rev`` is not a revision of the repository.
-    """
-    try:
-        done = subprocess.run(
-            ["git", "archive", "--format=tar", _revision(rev)],
-            cwd=repo_root,
-            capture_output=True,
-            check=False,
-        )
-    except (OSError, ValueError) as exc:
-        raise GitError(f"cannot read revision {rev!r}: {exc}") from exc
-    if done.returncode != 0:
-        raise GitError(f"cannot read revision {rev!r}: {_one_line(done.stderr.decode())}")
-    with tempfile.TemporaryDirectory(prefix="relctl-rev-") as temp:
-        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
-            archive.extractall(temp, filter="data")
-        yield Path(temp)
 
 
 def resolve_revision(repo_root: Path, rev: str) -> str:

@@ -21,8 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import git
+
 from controller.access import TrustError, judge_range
-from controller.gitops import resolve_revision, revision_tree
+from controller.gitops import GitError, GitTree, resolve_revision
 from controller.manifests import LoadResult, Problem, Severity, load_repository
 from controller.model import (
     Action,
@@ -47,7 +49,8 @@ from controller.platform.protocol import (
     Stage,
 )
 from controller.platform.sim import AppSettings, actions, engine
-from controller.reconcile import read_previous
+from controller.repofiles import RepoFiles
+from controller.status import read_statuses
 
 #: A projection never takes more steps than this (a safety net; real chains are short).
 MAX_STEPS = 12
@@ -95,17 +98,26 @@ def preview_change(repo_root: Path, base: str, head: str, now: datetime) -> Prev
     """Preview what merging ``head`` into ``base`` makes the controller do, per release."""
     base_sha = resolve_revision(repo_root, base)
     head_sha = resolve_revision(repo_root, head)
-    with revision_tree(repo_root, base_sha) as base_root:
-        before = load_repository(base_root)
-        statuses = {
-            key: status for key, (status, _raw) in read_previous(base_root).items() if status
-        }
-    with revision_tree(repo_root, head_sha) as head_root:
-        after = load_repository(head_root)
+    try:
+        repo = git.Repo(repo_root)
+    except git.GitError as exc:
+        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
+    try:
+        base_tree = GitTree(repo, base_sha)
+        before = load_repository(base_tree)
+        statuses = _statuses(base_tree)
+        after = load_repository(GitTree(repo, head_sha))
+    finally:
+        repo.close()
     changes = _changes(before, after, statuses, now)
     return Preview(
         base_sha, head_sha, tuple(_access(repo_root, base_sha, head_sha, after, changes))
     )
+
+
+def _statuses(tree: RepoFiles) -> dict[str, Status]:
+    """The readable status files of ``tree``, by release key."""
+    return {status.key: status for status in read_statuses(tree)}
 
 
 def _access(

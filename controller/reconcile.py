@@ -367,7 +367,7 @@ def reconcile_repository(
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
-        loaded = _load(tree)
+        loaded = load_repository(tree)
         if cache is not None:
             cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
@@ -480,12 +480,6 @@ def reconcile_repository(
     return RepositoryResult(final, to_write, loaded, edited, cut_short, remember)
 
 
-def _load(tree: RepoFiles) -> LoadResult:
-    if isinstance(tree, WorkTree):
-        return load_repository(tree.root)
-    return load_repository(tree)  # type: ignore[arg-type]
-
-
 def _previous_statuses(
     in_repo: Mapping[str, tuple[Status | None, bytes]],
     memory: Mapping[str, bytes] | None,
@@ -512,15 +506,9 @@ def _previous_statuses(
 
 
 def _unlisted(loaded: LoadResult, keys: Iterable[str]) -> set[str]:
-    """Keys under a directory that could not be listed: not deleted, just not seen."""
-    prefixes = tuple(getattr(loaded, "unreadable", ()))
-    if not prefixes:
-        return set()
-    return {
-        key
-        for key in keys
-        if any(f"{RELEASES_DIR}/{key}".startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
-    }
+    """Keys under a directory that could not be listed (a link, a submodule): unknown, not
+    deleted, so their status files stay."""
+    return {key for key in keys if f"{RELEASES_DIR}/{key}".startswith(loaded.unreadable)}
 
 
 def _note_edit(item: ReleaseResult, now: datetime) -> ReleaseResult:
@@ -680,7 +668,7 @@ def run_pass(
         )  # fmt: skip
     else:
         outcome = reconcile_repository(
-            WorkTree(workspace.root),
+            tree,
             platform,
             commit,
             now(),

@@ -132,7 +132,8 @@ def check_path(path: str) -> str | None:
         return "the path is absolute"
     if "\\" in path:
         return "the path contains a backslash"
-    if any(char in _CONTROL for char in path):
+    # isprintable() is False for every control character: the loop only runs when needed.
+    if not path.isprintable() and any(char in _CONTROL for char in path):
         return "the path contains a control character (newline, tab, ...)"
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "the path has an empty, '.' or '..' component"
@@ -235,7 +236,7 @@ class WorkTree:
         current = str(self.root)
         parts = path.split("/")
         for index, part in enumerate(parts):
-            current = os.path.join(current, part)
+            current = f"{current}{os.sep}{part}"
             try:
                 info = os.lstat(current)
             except OSError:

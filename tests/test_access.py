@@ -222,8 +222,8 @@ def test_master_access_change_applies_to_later_commits_only(repo: History) -> No
     [
         ("apiVersion: relctl/v1\nkind: Access\n", "access.yaml is invalid"),
         (None, "access.yaml was deleted"),
-        ("apiVersion: relctl/v1\nkind: Access\nmembers: []\n", "it leaves no master"),
-        (access_yaml(maria_role="owner"), "it leaves no master"),
+        ("apiVersion: relctl/v1\nkind: Access\nmembers: []\n", "no member has role master"),
+        (access_yaml(maria_role="owner"), "no member has role master"),
     ],
 )
 def test_an_access_yaml_that_leaves_no_valid_rules_is_refused_even_from_a_master(
@@ -444,7 +444,7 @@ def test_start_needs_a_valid_access_yaml_with_a_master(tmp_path: Path) -> None:
     with pytest.raises(TrustError, match=r"no access\.yaml"):
         Ledger(bare.path).start("HEAD")
     bare.commit({"access.yaml": access_yaml(maria_role="owner")}, EVE)
-    with pytest.raises(TrustError, match="no master"):
+    with pytest.raises(TrustError, match="no member has role master"):
         Ledger(bare.path).start("HEAD")
 
 

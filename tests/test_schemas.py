@@ -12,9 +12,9 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from controller import manifests
-from controller.manifests import SCHEMA_FILES, SchemaSetError, parse_testers
-from controller.yamlload import load_yaml
+from controller.manifests import SCHEMA_FILES, SchemaSetError, load_repository, parse_testers
+from controller.manifests import schema as schema_module
+from controller.manifests.yamlload import load_yaml
 
 PROJECT = Path(__file__).parent.parent
 SCHEMAS = PROJECT / "schemas"
@@ -114,7 +114,7 @@ def test_example_is_valid_against_its_schema(name: str, kind: str) -> None:
 
 
 def test_examples_also_pass_relctl_validate_by_path() -> None:
-    result = manifests.load_repository(PROJECT, sorted(EXAMPLES.glob("*.yaml")))
+    result = load_repository(PROJECT, sorted(EXAMPLES.glob("*.yaml")))
     assert result.ok and result.problems == ()
 
 
@@ -130,13 +130,13 @@ def test_a_dangling_ref_fails_at_start_up(tmp_path: Path, monkeypatch: pytest.Mo
     document = schema("release.schema.json")
     document["properties"]["metadata"]["properties"]["miniProgram"]["$ref"] = "#/$defs/nope"
     (broken / "release.schema.json").write_text(json.dumps(document))
-    monkeypatch.setattr(manifests, "SCHEMA_DIR", broken)
-    manifests._schemas.cache_clear()
+    monkeypatch.setattr(schema_module, "SCHEMA_DIR", broken)
+    schema_module._schemas.cache_clear()
     try:
         with pytest.raises(SchemaSetError, match="nope"):
-            manifests.check_schemas()
+            schema_module.check_schemas()
     finally:
-        manifests._schemas.cache_clear()
+        schema_module._schemas.cache_clear()
 
 
 def test_an_invalid_schema_fails_at_start_up(
@@ -147,10 +147,10 @@ def test_an_invalid_schema_fails_at_start_up(
     document = schema("access.schema.json")
     document["properties"]["members"]["type"] = "list"
     (broken / "access.schema.json").write_text(json.dumps(document))
-    monkeypatch.setattr(manifests, "SCHEMA_DIR", broken)
-    manifests._schemas.cache_clear()
+    monkeypatch.setattr(schema_module, "SCHEMA_DIR", broken)
+    schema_module._schemas.cache_clear()
     try:
         with pytest.raises(SchemaSetError, match=r"access\.schema\.json"):
-            manifests.check_schemas()
+            schema_module.check_schemas()
     finally:
-        manifests._schemas.cache_clear()
+        schema_module._schemas.cache_clear()

@@ -1,4 +1,4 @@
-"""Tests of ``controller.yamlload``: strict YAML 1.2 loading that never raises on bad input."""
+"""Tests of ``controller.manifests.yamlload``: strict YAML 1.2 loading, never raising."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 
-from controller.yamlload import (
+from controller.manifests.yamlload import (
     MAX_DEPTH,
     YAML_SIZE_LIMIT,
     StrictLoader,

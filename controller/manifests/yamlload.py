@@ -21,6 +21,7 @@ documents on a fast path. Nothing here raises on bad input: problems are returne
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,12 +30,15 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from controller.manifests.quoting import cut, quote
+
 #: Size limit of one YAML file (manifest, relctl.yaml, access.yaml).
 YAML_SIZE_LIMIT = 1024 * 1024
-#: Size limit of one tester file (CSV or TXT).
-TESTERS_SIZE_LIMIT = 5 * 1024 * 1024
 #: Deepest nesting of mappings and sequences accepted (libyaml itself stops at 1000).
 MAX_DEPTH = 64
+#: Longest integer accepted, in characters (Python's own limit for decimal is 4300 digits;
+#: 1000 hexadecimal digits stay well below it once converted).
+MAX_INT_DIGITS = 1000
 
 STR_TAG = "tag:yaml.org,2002:str"
 INT_TAG = "tag:yaml.org,2002:int"
@@ -59,7 +63,7 @@ _CORE_SCALAR = re.compile(
       |(?P<int>[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)
       |(?P<float>[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # only ever used with fullmatch
 )
 _CORE_FIRST_CHARS = frozenset("~nNtTfF0123456789+-.")
 _CORE_TAGS = {"null": NULL_TAG, "bool": BOOL_TAG, "int": INT_TAG, "float": FLOAT_TAG}
@@ -139,7 +143,7 @@ class StrictLoader(yaml.CSafeLoader):
                 key = (key_node.tag, key_node.value)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                        None, None, f"duplicate key {quote(key_node.value)}", key_node.start_mark
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -260,7 +264,7 @@ def to_python(node: Node, depth: int = 0) -> Any:
                 raise _LoadError(
                     key_node,
                     "duplicate-key",
-                    f"duplicate key {key!r}",
+                    f"duplicate key {quote(key)}",
                     "each key may appear once in a mapping; remove one of them",
                 )
             if value_node.__class__ is ScalarNode and value_node.tag == STR_TAG:
@@ -285,6 +289,13 @@ def _scalar(node: ScalarNode) -> Any:
     match = _CORE_SCALAR.fullmatch(value)
     kind = match.lastgroup if match else None
     if tag == INT_TAG and kind == "int":
+        if len(value) > MAX_INT_DIGITS:  # int() refuses more digits; nothing needs them
+            raise _LoadError(
+                node,
+                "number-too-large",
+                f"a number of {len(value):,} digits is too large",
+                f"numbers have at most {MAX_INT_DIGITS} digits; quote it if it is text",
+            )
         if value.startswith("0o"):
             return int(value[2:], 8)
         if value.startswith("0x"):
@@ -292,16 +303,17 @@ def _scalar(node: ScalarNode) -> Any:
         return int(value, 10)
     if tag == FLOAT_TAG and kind in ("int", "float"):
         lowered = value.lower()
-        if "inf" in lowered or "nan" in lowered:
+        number = float(value) if "inf" not in lowered and "nan" not in lowered else math.inf
+        if not math.isfinite(number):  # .inf, .nan, and 1e999 (too large for a float)
             raise _LoadError(
                 node,
                 "non-finite-number",
-                f"{value} is not a JSON number",
+                f"{quote(value, bare=True)} is not a JSON number",
                 "JSON has no infinity or NaN; use a finite number or a quoted string",
             )
-        return float(value)
+        return number
     if tag in (NULL_TAG, BOOL_TAG, INT_TAG, FLOAT_TAG):
-        raise _LoadError(node, "tag", f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+        raise _LoadError(node, "tag", f"{quote(value)} is not a valid {tag.rsplit(':', 1)[-1]}")
     raise _unsupported_tag(node)
 
 
@@ -309,7 +321,7 @@ def _unsupported_tag(node: Node) -> _LoadError:
     return _LoadError(
         node,
         "tag",
-        f"unsupported tag {node.tag}",
+        f"unsupported tag {quote(node.tag, bare=True)}",
         "only plain YAML values are allowed: strings, numbers, true/false, null, maps, lists",
     )
 
@@ -332,7 +344,7 @@ def _marked_problem(exc: yaml.MarkedYAMLError, text: str) -> YamlProblem:
     lines = text.splitlines()
     if 0 < line <= len(lines) and lines[line - 1][column - 1 : column] == "\t":
         hint = "indent with spaces, not tabs"
-    return YamlProblem(line, column, "yaml-syntax", f"{context}{problem}", hint)
+    return YamlProblem(line, column, "yaml-syntax", cut(f"{context}{problem}"), hint)
 
 
 def _find_anchor_or_alias(text: str) -> YamlProblem | None:

@@ -1,0 +1,201 @@
+"""``relctl.yaml`` and ``access.yaml``: the repository's rules and its members.
+
+:func:`load_config` builds the :class:`~controller.model.RepoConfig` every release is judged
+by; :func:`load_access` the :class:`Access` members (``controller.access`` enforces them
+along the history). Both return located problems, never raise on bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from controller.manifests.documents import as_files, located_in, read_document
+from controller.manifests.patterns import PatternError, compile_pattern
+from controller.manifests.problems import Located, Problem, Severity, file_problem
+from controller.manifests.quoting import quote
+from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
+from controller.repofiles import RepoFiles
+
+CONFIG_FILE = "relctl.yaml"
+ACCESS_FILE = "access.yaml"
+
+
+class Role(StrEnum):
+    """Platform roles (seed: "Access to release mini programs is role-based")."""
+
+    MASTER = "master"
+    OWNER = "owner"
+    DEVELOPER = "developer"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person in ``access.yaml``, identified by their git email."""
+
+    email: str
+    name: str
+    role: Role
+    mini_programs: tuple[str, ...] = ()
+    signing_key: str | None = None
+
+    def may_release(self, mini_program: str) -> bool:
+        """Masters release every mini program; owners and developers their assigned ones."""
+        return self.role is Role.MASTER or mini_program in self.mini_programs
+
+
+@dataclass(frozen=True)
+class Access:
+    """``access.yaml``: the members of the release repository."""
+
+    members: tuple[Member, ...] = ()
+
+    def member(self, email: str) -> Member | None:
+        """The member with this git email (case-insensitive), if any."""
+        wanted = email.casefold()
+        return next((m for m in self.members if m.email.casefold() == wanted), None)
+
+
+def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Problem]]:
+    """``relctl.yaml`` of ``files`` (a directory means its work tree): (config, []) or
+    (None, problems) when it is missing, not a regular file, too large or invalid."""
+    files = as_files(files)
+    if files.entry(CONFIG_FILE) is None:
+        return None, [
+            file_problem(
+                CONFIG_FILE,
+                "missing-config",
+                f"{CONFIG_FILE} not found at the repository root",
+                "every release repository declares its target apps in relctl.yaml; "
+                "see examples/relctl.yaml",
+            )
+        ]
+    doc = read_document(files, CONFIG_FILE, "Config")
+    if not doc.ok:
+        return None, list(doc.problems)
+    value = doc.value
+    problems: list[Problem] = []
+    apps: dict[str, TargetApp] = {}
+    for app_id, spec in value["targetApps"].items():
+        pattern = spec.get("userIdPattern", DEFAULT_USER_ID_PATTERN)
+        try:
+            compile_pattern(pattern)
+        except PatternError as exc:
+            at = located_in(files, CONFIG_FILE)
+            problems.append(
+                at.problem(
+                    ["targetApps", app_id, "userIdPattern"],
+                    "user-id-pattern",
+                    f"{quote(pattern)} is not an RE2 pattern: {exc}",
+                    "relctl requires RE2 syntax (matched in linear time against the whole "
+                    "id): no backreferences or lookaround, e.g. ^[0-9]{16}$",
+                )
+            )
+            continue
+        values = spec.get("grayscaleValues")
+        apps[app_id] = TargetApp(
+            id=app_id,
+            name=spec["name"],
+            environment=spec.get("environment", "production"),
+            testers_max=spec.get("testersMax", DEFAULT_TESTERS_MAX),
+            grayscale_values=tuple(sorted(values)) if values is not None else None,
+            user_id_pattern=pattern,
+        )
+    if problems:
+        return None, problems
+    return (
+        RepoConfig(
+            target_apps=MappingProxyType(dict(sorted(apps.items()))),
+            platform=value.get("platform"),
+            require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
+        ),
+        [],
+    )
+
+
+def load_access(
+    files: RepoFiles | Path, *, require_signed: bool = False
+) -> tuple[Access | None, list[Problem]]:
+    """``access.yaml`` of ``files`` (a directory means its work tree; the access history
+    passes one version as ``MemoryFiles({"access.yaml": blob})``): (None, []) when absent,
+    (None, problems) when it is not a regular file, too large or invalid.
+
+    It must leave a master (nobody else may change ``access.yaml`` or ``relctl.yaml``), and
+    with ``require_signed`` (``policy.requireSignedCommits`` of ``relctl.yaml``, which is
+    not always at hand) a master with a ``signingKey``: else no change to them could ever be
+    trusted again.
+    """
+    files = as_files(files)
+    if files.entry(ACCESS_FILE) is None:
+        return None, []
+    doc = read_document(files, ACCESS_FILE, "Access")
+    if not doc.ok:
+        return None, list(doc.problems)
+    members: list[Member] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    at: Located | None = None
+    for index, item in enumerate(doc.value["members"]):
+        email = item["email"]
+        role = Role(item["role"])
+        if email.casefold() in seen:
+            at = at or located_in(files, ACCESS_FILE)
+            problems.append(
+                at.problem(
+                    ["members", index, "email"],
+                    "duplicate-member",
+                    f"{quote(email, bare=True)} is already listed "
+                    f"(members[{seen[email.casefold()]}])",
+                    "list each person once",
+                )
+            )
+            continue
+        seen[email.casefold()] = index
+        if role is Role.MASTER and item.get("miniPrograms"):
+            at = at or located_in(files, ACCESS_FILE)
+            problems.append(
+                at.problem(
+                    ["members", index, "miniPrograms"],
+                    "master-mini-programs",
+                    "a master may release every mini program; miniPrograms is ignored",
+                    severity=Severity.WARNING,
+                )
+            )
+        members.append(
+            Member(
+                email=email,
+                name=item["name"],
+                role=role,
+                mini_programs=tuple(item.get("miniPrograms", ())),
+                signing_key=item.get("signingKey"),
+            )
+        )
+    masters = [m for m in members if m.role is Role.MASTER]
+    if not masters or (require_signed and not any(m.signing_key for m in masters)):
+        at = at or located_in(files, ACCESS_FILE)
+        problems.append(_lockout(at, bool(masters)))
+    if any(p.severity is Severity.ERROR for p in problems):
+        return None, problems
+    return Access(tuple(members)), problems
+
+
+def _lockout(at: Located, has_master: bool) -> Problem:
+    """The problem of an access.yaml that nobody could ever change again."""
+    if not has_master:
+        return at.problem(
+            ["members"],
+            "no-master",
+            "no member has role master: nobody could change access.yaml or relctl.yaml again",
+            "keep at least one member with role: master",
+            at_key=True,
+        )
+    return at.problem(
+        ["members"],
+        "no-signing-master",
+        "policy.requireSignedCommits is true but no master has a signingKey: no change to "
+        "access.yaml or relctl.yaml could ever be verified",
+        'give a master the SSH key they sign with: signingKey: "ssh-ed25519 AAAA..."',
+        at_key=True,
+    )
