@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check controller tests bench
 	$(BIN)/ruff format --check controller tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py

@@ -23,6 +23,7 @@ import click
 from controller import __version__
 from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
+from controller.cli_platform import platform
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
 from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
@@ -38,7 +39,6 @@ from controller.output.report import (
 from controller.output.table import status_rows
 from controller.output.text import check_summary, problem_line, progress_line, validate_summary
 from controller.platform import open_platform
-from controller.platform.cli import platform
 from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
 from controller.preview import preview_change

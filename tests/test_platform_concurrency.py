@@ -81,7 +81,7 @@ def test_the_cli_and_a_controller_process_share_the_database(tmp_path: Path) -> 
     _prepare(db)
     env = {**os.environ, "RELCTL_PLATFORM_DB": str(db)}
     script = (
-        "from controller.platform.cli import platform; import sys\n"
+        "from controller.cli_platform import platform; import sys\n"
         "for i in range(10):\n"
         "    platform.main(['clock', '--advance', '1s'], standalone_mode=False)\n"
         "    platform.main(['upload', f'cli{i}', '1.0.0'], standalone_mode=False)\n"

@@ -17,7 +17,7 @@ module              what it writes
 ``github``          GitHub Actions workflow annotations of located problems
 =================== ===========================================================================
 
-Called by ``controller.cli`` (every command), ``controller.platform.cli`` (the simulator's
+Called by ``controller.cli`` (every command), ``controller.cli_platform`` (the simulator's
 tables and pages) and ``controller.demo`` (the status table). This file imports nothing, so
 the simulator's commands load only the modules they use.
 """

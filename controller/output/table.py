@@ -5,7 +5,7 @@ the rows as they are); ``format_status_table`` aligns them in terminal columns, 
 wide (CJK) characters as two, stripping control characters, and cutting only the message to
 the terminal's width. ``app_table`` and ``release_table`` are ``relctl platform apps`` and
 ``releases`` (plain ASCII cells). Called by :mod:`controller.output`,
-``controller.platform.cli`` and ``controller.demo``.
+``controller.cli_platform`` and ``controller.demo``.
 """
 
 from __future__ import annotations

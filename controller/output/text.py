@@ -6,7 +6,7 @@ lines of ``relctl validate`` and ``relctl check``; the lines ``relctl reconcile`
 ``relctl plan`` (with and without ``--base``); short ages (``3m``) and times; and the pages
 of ``relctl platform`` (a release, the clock, the faults). Aligned tables are in
 :mod:`controller.output.table`. Called by :mod:`controller.output`, ``controller.cli``
-(problems on stderr, progress) and ``controller.platform.cli``.
+(problems on stderr, progress) and ``controller.cli_platform``.
 """
 
 from __future__ import annotations

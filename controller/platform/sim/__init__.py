@@ -13,7 +13,7 @@ apps, uploads, reviews, metrics, clock, faults). The other modules, one job each
 * ``model``: settings and pure helpers (compatibility matrix, grayscale buckets, QR codes);
 * ``clock``, ``codec`` (values to JSON and back) and ``faults`` (fault injection).
 
-Callers: :func:`controller.platform.open_platform` (``sim:PATH``), ``controller.platform.cli``
+Callers: :func:`controller.platform.open_platform` (``sim:PATH``), ``controller.cli_platform``
 (``relctl platform ...``), the demo, tests and benchmarks.
 """
 

@@ -9,7 +9,7 @@ running ``relctl platform clock --advance 30s`` in another terminal see the same
   fully deterministic with it.
 
 Called by ``controller.platform.sim.simulator`` (to read and move the clock) and by
-``controller.platform.cli`` (``parse_duration`` for ``--advance``, ``--latency`` and friends).
+``controller.cli_platform`` (``parse_duration`` for ``--advance``, ``--latency`` and friends).
 """
 
 from __future__ import annotations

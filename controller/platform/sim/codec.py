@@ -4,7 +4,7 @@ The simulator stores the first result of every idempotent call and replays it la
 result must survive a round trip through JSON unchanged; the CLI prints the same encoding for
 ``--format json``. Datetimes are ISO 8601 strings in UTC.
 
-Called by ``controller.platform.sim.simulator`` and ``controller.platform.cli``.
+Called by ``controller.platform.sim.simulator`` and ``controller.cli_platform``.
 """
 
 from __future__ import annotations

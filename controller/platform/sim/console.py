@@ -6,7 +6,7 @@ console; here ``relctl platform ...`` and tests do them. No fault injection appl
 
 :class:`PlatformConsole` is the base class of :class:`controller.platform.sim.Simulator`,
 which adds the adapter protocol; both work over the same :class:`~.store.Store`. Called by
-``controller.platform.cli``, the demo and tests, always through a ``Simulator``.
+``controller.cli_platform``, the demo and tests, always through a ``Simulator``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ grayscale bucketing, the compatibility matrix and QR codes.
 
 Nothing here touches the database or the clock; every function is pure, so the rules can be
 tested (and documented) on their own. Called by ``controller.platform.sim.simulator`` and, for
-settings and ``bucket``, by ``controller.platform.cli``.
+settings and ``bucket``, by ``controller.cli_platform``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Every mutation runs in one ``BEGIN IMMEDIATE`` transaction; the first result (or
 error) of each idempotency key is stored in the same transaction and replayed on a repeat.
 
 Callers: the controller through :func:`controller.platform.open_platform` (``sim:PATH``),
-``controller.platform.cli``, tests and the demo.
+``controller.cli_platform``, tests and the demo.
 """
 
 from __future__ import annotations
