@@ -725,3 +725,15 @@ def test_an_unknown_base_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None
     assert "Traceback" not in outcome.stderr
     with pytest.raises(GitError):
         check_change(repo.path, "main", "no-such-head")
+
+
+def test_export_ignore_in_gitattributes_hides_nothing_from_check(tmp_path: Path) -> None:
+    """Finding 9: check read trees with git archive, which honours export-ignore."""
+    repo = Repo(tmp_path / "repo", {GCASH: manifest(grayscale=50)})
+
+    result = repo.pull_request(
+        {".gitattributes": "releases/** export-ignore\n", GCASH: manifest(grayscale=20)}
+    )
+
+    assert "grayscale-decrease" in codes(result)
+    assert any(p.code == "forbidden" and p.file == ".gitattributes" for p in result.problems)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controller_world import World, make_world, manifest
+from gitutil import git, identity
 
 from controller.model import ConditionStatus, ConditionType, Phase, Reason
 from controller.platform.errors import Transient
@@ -226,3 +227,56 @@ def test_a_bug_on_one_release_stalls_that_release_only(tmp_path: Path) -> None:
         assert reason == Reason.INTERNAL_ERROR
         assert world.statuses()["shop/dana"].phase is Phase.BUILDING
         assert not result.healthy
+
+
+def test_a_committed_link_to_a_host_file_is_reported_never_quoted(tmp_path: Path) -> None:
+    """Finding 8: a manifest that is a symlink to a file the controller can read."""
+    secret = tmp_path / "credential"
+    secret.write_text("kind: Release\nsecret: hunter2-token\n")
+    with make_world(tmp_path, {}) as world:
+        world.edit(SHOP, manifest(), "release shop")
+        world.pass_once()
+        world.person.pull()
+        (world.person.path / "releases" / "shop" / "dana.yaml").symlink_to(secret)
+        world.person.commit("a link")
+        world.person.push()
+        world.pass_once()
+        world.person.pull()
+        dana = (world.person.path / "status" / "shop" / "dana.yaml").read_text()
+        assert "symbolic link" in dana
+        assert "hunter2" not in dana
+        assert world.statuses()["shop/gcash"].phase is Phase.BUILDING
+
+
+def test_a_releases_link_to_the_root_deletes_no_status(tmp_path: Path) -> None:
+    """Finding 8/10: ``releases -> /`` neither hangs the pass nor reads as "every release
+    was deleted"."""
+    with make_world(tmp_path, {}) as world:
+        world.edit(SHOP, manifest(), "release shop")
+        world.pass_once()
+        world.person.pull()
+        world.person.git("rm", "-q", "-r", "releases")
+        shutil.rmtree(world.person.path / "releases", ignore_errors=True)
+        (world.person.path / "releases").symlink_to("/")
+        world.person.commit("releases is the root now")
+        world.person.push()
+        world.pass_once()
+        assert "shop/gcash" in world.statuses()
+
+
+def test_an_outsiders_fix_of_an_invalid_manifest_is_still_judged(tmp_path: Path) -> None:
+    """The gap a mutation check found: after an Invalid status the whole history of the
+    manifest must still be judged, so an outsider cannot ride on a master's broken change."""
+    with make_world(tmp_path, {}) as world:
+        world.edit(SHOP, manifest().replace("version: 1.4.0", "version: 1.4"), "broken")
+        world.pass_once()
+        assert world.statuses()["shop/gcash"].phase is Phase.INVALID
+        world.person.pull()
+        world.person.write({SHOP: manifest(complete=True, grayscale=100)})
+        eve = identity("Eve", "eve@example.net")  # not a member of access.yaml
+        git(world.person.path, "add", "-A", env=eve)
+        git(world.person.path, "commit", "-qm", "fixed", env=eve)
+        world.person.push()
+        world.pass_once()
+        assert world.statuses()["shop/gcash"].phase is Phase.FORBIDDEN
+        assert world.effects("create_release") == []
