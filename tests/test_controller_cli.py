@@ -207,3 +207,34 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
     assert "Usage:" in result.output
     summary = result.output.split("\n\n")[1].strip()
     assert len(summary) > 20, f"{command}: no description"
+
+
+def test_sigterm_in_a_long_pass_starts_no_new_release(tmp_path: Path) -> None:
+    """Finding 11: the daemon ended only after the whole pass; now the pass in progress
+    starts no new release, pushes what it did, and the process exits 0."""
+    count = 20
+    files = {"relctl.yaml": CONFIG, "access.yaml": ACCESS}
+    files |= {f"releases/mp{i}/gcash.yaml": manifest(f"mp{i}") for i in range(count)}
+    remote = make_remote(tmp_path, files)
+    db = tmp_path / "platform.db"
+    with Simulator(db) as simulator:
+        for i in range(count):
+            simulator.upload(f"mp{i}", "1.4.0")
+        simulator.faults(latency=0.3)  # a pass over every release takes 20 x 0.9 s or more
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controller", "run",
+         *controller_args(remote, db, tmp_path / "work"), "--interval", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert "relctl controller:" in process.stdout.readline()
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output
+    assert "stopped after 1 pass(es)" in output
+    created = effects(db)
+    assert 0 < created < count, output  # some releases were reconciled, not all
+    assert len(remote_log(remote)) == 2  # what the pass did was pushed
