@@ -131,8 +131,8 @@ def _platform_option(func: F) -> F:
     )(func)
 
 
-def _controller_options(func: F) -> F:
-    """Options shared by ``reconcile`` and ``run`` (each also read from RELCTL_*)."""
+def _workspace_options(func: F) -> F:
+    """Where the controller's clone is, and who its status commits are by (RELCTL_* too)."""
     options = [
         click.option(
             "--remote",
@@ -154,10 +154,9 @@ def _controller_options(func: F) -> F:
             default=".relctl/work",
             show_default=True,
             type=click.Path(file_okay=False, path_type=Path),
-            help="The controller's own clone; locked, one controller per workdir "
+            help="The controller's own clone and memory; locked, one controller per workdir "
             "(env RELCTL_WORKDIR).",
         ),
-        _platform_option,
         click.option(
             "--author-name",
             envvar="RELCTL_AUTHOR_NAME",
@@ -172,6 +171,18 @@ def _controller_options(func: F) -> F:
             show_default=True,
             help="Author e-mail of status commits (env RELCTL_AUTHOR_EMAIL).",
         ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _controller_options(func: F) -> F:
+    """Options shared by ``reconcile`` and ``run``: the workspace's, the platform, where
+    trust starts, and [skip ci] (each also read from RELCTL_*)."""
+    options = [
+        _workspace_options,
+        _platform_option,
         click.option(
             "--trust-anchor",
             envvar="RELCTL_TRUST_ANCHOR",
@@ -632,7 +643,7 @@ def trust_show(workdir: Path, output: str) -> None:
 
 
 @trust.command("reset")
-@_controller_options
+@_workspace_options
 @click.option(
     "--anchor",
     required=True,
@@ -644,12 +655,8 @@ def trust_reset(
     remote: str,
     branch: str,
     workdir: Path,
-    platform_spec: str | None,
     author_name: str,
     author_email: str,
-    trust_anchor: str | None,
-    trust_on_first_use: bool,
-    skip_ci: bool,
     anchor: str,
 ) -> None:
     """Re-anchor trust at COMMIT: the operator's acknowledgement after main diverged.
@@ -657,7 +664,6 @@ def trust_reset(
     Takes the workdir's lock (stop the controller first), fetches the branch, and trusts
     everything in COMMIT's tree as it is; the controller then follows main from there.
     """
-    del platform_spec, trust_anchor, trust_on_first_use, skip_ci
     try:
         with (
             _workspace(remote, branch, workdir, author_name, author_email) as workspace,

@@ -70,9 +70,9 @@ from controller.repofiles import (
     Unreadable,
     UnreadableCode,
     kind_problem,
-    missing_problem,
-    path_problem,
+    readable_entry,
     size_problem,
+    walk,
 )
 
 log = logging.getLogger("relctl")
@@ -915,22 +915,12 @@ class GitTree:
         return sorted(self._children.get(path, ()), key=lambda e: e.path)
 
     def walk(self, path: str) -> Iterator[Entry]:
-        for child in self.children(path):
-            yield child
-            if child.kind is EntryKind.DIRECTORY:
-                yield from self.walk(child.path)
+        return walk(self, path)
 
     def read(self, path: str, limit: int) -> bytes:
-        bad = path_problem(path)
-        if bad is not None:
-            raise bad
-        entry = self.entry(path)
-        if entry is None:
-            raise missing_problem(path)
-        if entry.kind is not EntryKind.FILE or entry.oid is None:
+        entry = readable_entry(self, path, limit)
+        if entry.oid is None:  # pragma: no cover - every listed file has an object id
             raise kind_problem(entry)
-        if entry.size > limit:
-            raise size_problem(path, entry.size, limit)
         try:
             data: bytes = self._repo.odb.stream(bytes.fromhex(entry.oid)).read()
         except (ValueError, git.GitError) as exc:

@@ -39,6 +39,8 @@ __all__ = [
     "WorkTree",
     "check_path",
     "path_problem",
+    "readable_entry",
+    "walk",
 ]
 
 
@@ -200,6 +202,32 @@ def missing_problem(path: str) -> Unreadable:
     )
 
 
+def readable_entry(files: RepoFiles, path: str, limit: int) -> Entry:
+    """The entry of ``path`` if it may be read: a plain path to a regular file of at most
+    ``limit`` bytes. Raises :class:`Unreadable` otherwise; every implementation's ``read``
+    starts here, so the refusals are the same whatever the repository is read from."""
+    bad = path_problem(path)
+    if bad is not None:
+        raise bad
+    entry = files.entry(path)
+    if entry is None:
+        raise missing_problem(path)
+    if entry.kind is not EntryKind.FILE:
+        raise kind_problem(entry)
+    if entry.size > limit:
+        raise size_problem(path, entry.size, limit)
+    return entry
+
+
+def walk(files: RepoFiles, path: str) -> Iterator[Entry]:
+    """Every entry below directory ``path`` of ``files``, depth first, sorted; links and
+    submodules are listed but never entered."""
+    for child in files.children(path):
+        yield child
+        if child.kind is EntryKind.DIRECTORY:
+            yield from walk(files, child.path)
+
+
 def _kind(mode: int) -> EntryKind:
     if stat.S_ISREG(mode):
         return EntryKind.FILE
@@ -272,22 +300,10 @@ class WorkTree:
         return sorted(found, key=lambda e: e.path)
 
     def walk(self, path: str) -> Iterator[Entry]:
-        for child in self.children(path):
-            yield child
-            if child.kind is EntryKind.DIRECTORY:
-                yield from self.walk(child.path)
+        return walk(self, path)
 
     def read(self, path: str, limit: int) -> bytes:
-        bad = path_problem(path)
-        if bad is not None:
-            raise bad
-        entry = self.entry(path)
-        if entry is None:
-            raise missing_problem(path)
-        if entry.kind is not EntryKind.FILE:
-            raise kind_problem(entry)
-        if entry.size > limit:
-            raise size_problem(path, entry.size, limit)
+        readable_entry(self, path, limit)
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         try:
@@ -358,20 +374,8 @@ class MemoryFiles:
         return [entry for entry in found if entry is not None]
 
     def walk(self, path: str) -> Iterator[Entry]:
-        for child in self.children(path):
-            yield child
-            if child.kind is EntryKind.DIRECTORY:
-                yield from self.walk(child.path)
+        return walk(self, path)
 
     def read(self, path: str, limit: int) -> bytes:
-        bad = path_problem(path)
-        if bad is not None:
-            raise bad
-        entry = self.entry(path)
-        if entry is None:
-            raise missing_problem(path)
-        if entry.kind is not EntryKind.FILE:
-            raise kind_problem(entry)
-        if entry.size > limit:
-            raise size_problem(path, entry.size, limit)
+        readable_entry(self, path, limit)
         return self._files[path]
