@@ -52,6 +52,7 @@ from controller.model import (
     RepoConfig,
     TargetApp,
 )
+from controller.schemas import SCHEMA_DIR
 from controller.yamlload import (
     TESTERS_SIZE_LIMIT,
     YAML11_BOOLEANS,
@@ -70,8 +71,6 @@ RELEASES_DIR = "releases"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 TESTER_SUFFIXES = (".csv", ".txt")
 
-#: The schemas, next to the package in a checkout (``schemas/``).
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_BASE = "https://relctl.dev/schemas/"
 #: Schema file per manifest ``kind``.
 SCHEMA_FILES = {
