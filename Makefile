@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m controller.demo
 
+# Hypothesis runs its quick "default" profile, or the thorough "ci" one when CI is set or
+# HYPOTHESIS_PROFILE=ci (tests/conftest.py). CI runs every test, the slow ones included.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 

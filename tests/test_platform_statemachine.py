@@ -272,8 +272,7 @@ class PlatformMachine(RuleBasedStateMachine):
             assert versions == sorted(set(versions))  # strictly increasing, once each
 
 
-PlatformMachine.TestCase.settings = settings(
-    max_examples=80,
+PlatformMachine.TestCase.settings = settings(  # examples: the profile's (tests/conftest.py)
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
