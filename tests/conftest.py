@@ -1,4 +1,4 @@
-"""Settings every test module shares: the Hypothesis profiles.
+"""Settings every test module shares: the Hypothesis profiles, and slow tests first.
 
 ``default`` is quick, for the edit-and-test loop; ``ci`` is thorough (many more examples, and
 a failure prints the blob that reproduces it). ``ci`` is loaded when ``HYPOTHESIS_PROFILE=ci``
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("default", max_examples=60, deadline=None)
@@ -18,3 +19,9 @@ settings.register_profile("ci", max_examples=400, deadline=None, print_blob=True
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if CI else "default"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (stable otherwise): under ``pytest -n 2`` they then run
+    beside the quick ones instead of alone at the end. ``-m "not slow"`` leaves them out."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -97,6 +97,7 @@ def upload_versions(world: World) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_releases_converge_through_errors_and_unknown_results(tmp_path: Path) -> None:
     with make_world(tmp_path, RELEASES) as world:
         upload_versions(world)
@@ -185,6 +186,7 @@ REMOTE_IN_ITS_OWN_SESSION = {
 CRASH_SEED = int(os.environ.get("RELCTL_TEST_CRASH_SEED", "20261125"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_never_duplicates_a_platform_effect(tmp_path: Path) -> None:
     rng = random.Random(CRASH_SEED)
     with make_world(tmp_path, RELEASES) as world:
