@@ -1,13 +1,14 @@
 """The README's by-hand walk through the controller ("Running the controller"), run for real.
 
-Every ``sh`` block of that section runs, in order, in one bash from this checkout, as a
-newcomer would paste them: a bare remote, the simulator, the daemon in the background, the
-reviewer's approval, a first edit committed as a member of access.yaml and pushed after
-``git pull --rebase``, the status, and stopping the daemon. What a person does by looking is
-done by the test: it waits until the platform shows the application under review before the
-approval block, and until ``relctl status`` shows the new grayscale before the last block.
-The only other changes: ``/tmp/`` is this test's temp directory, ``.venv/bin`` is this
-interpreter's, and the daemon's interval is 0.5 s instead of 5 s.
+Every ``sh`` block of that section runs, in order, in one bash from this checkout (a
+one-commit copy of it if it is a shallow clone), as a newcomer would paste them: a bare
+remote, the simulator, the daemon in the background, the reviewer's approval, a first edit
+committed as a member of access.yaml and pushed after ``git pull --rebase``, the status, and
+stopping the daemon. What a person does by looking is done by the test: it waits until the
+platform shows the application under review before the approval block, and until
+``relctl status`` shows the new grayscale before the last block. The only other changes:
+``/tmp/`` is this test's temp directory, ``.venv/bin`` is this interpreter's, and the
+daemon's interval is 0.5 s instead of 5 s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gitutil import git, isolate_git, process_group
+from gitutil import git, identity, isolate_git, process_group
 
 PROJECT = Path(__file__).parent.parent
 README = PROJECT / "README.md"
@@ -57,6 +58,24 @@ def by_hand_blocks(readme: str) -> list[str]:
     return re.findall(r"^```sh\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
 
 
+def checkout_to_run_from(tmp_path: Path) -> Path:
+    """This checkout; or, when it is a shallow clone (git refuses to push one into a new
+    remote), a one-commit repository with the files of its HEAD, committed by a master."""
+    if git(PROJECT, "rev-parse", "--is-shallow-repository") != "true":
+        return PROJECT
+    standin = tmp_path / "checkout"
+    standin.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "HEAD"], cwd=PROJECT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(standin)], input=archive, check=True)
+    git(standin, "init", "--quiet", "--initial-branch=main")
+    git(standin, "add", "--all")
+    git(standin, "commit", "--quiet", "-m", "Releases",
+        env=identity("Maria Santos", "maria.santos@example.com"))  # fmt: skip
+    return standin
+
+
 def replace_once(text: str, old: str, new: str) -> str:
     assert text.count(old) == 1, f"the README's by-hand flow should contain {old!r} once"
     return text.replace(old, new)
@@ -87,7 +106,7 @@ def test_the_readme_walks_a_newcomer_through_a_first_edit(tmp_path: Path) -> Non
     env.pop("VIRTUAL_ENV", None)
     shell = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", text],
-        cwd=PROJECT,
+        cwd=checkout_to_run_from(tmp_path),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
