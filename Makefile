@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench schemas clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m controller.demo
 
+# Hypothesis runs its quick "default" profile, or the thorough "ci" one when CI is set or
+# HYPOTHESIS_PROFILE=ci (tests/conftest.py). CI runs every test, the slow ones included.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
@@ -29,6 +31,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/reconcile.py
+
+# schemas/ is the copy people edit and editors read; relctl loads the copy inside the package
+# (controller/schemas/) so that an installed wheel has it. This copies the one to the other.
+schemas:
+	rm -f controller/schemas/*.schema.json
+	cp schemas/*.schema.json controller/schemas/
 
 clean:
 	rm -rf $(VENV) .relctl .pytest_cache .mypy_cache .ruff_cache

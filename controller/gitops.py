@@ -44,7 +44,6 @@ Errors (one line each, for people, never a traceback)::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import random
@@ -523,6 +522,8 @@ class Workspace:
             raise GitError(f"not a valid branch name: {self.branch!r}")
 
     def _lock(self) -> None:
+        import fcntl  # POSIX only: imported here so that `relctl validate` starts anywhere
+
         path = self.workdir / _LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -278,3 +278,22 @@ def child_processes(parent: int | None = None) -> list[ChildProcess]:
             args = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
             children.append(ChildProcess(int(entry.name), state, args or f"[{comm}]"))
     return children
+
+
+def process_group(pgid: int) -> list[ChildProcess]:
+    """The processes of process group ``pgid``, read from /proc; zombies (state Z) left out:
+    they hold no files and no locks any more."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # the process ended while we looked
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            args = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+            members.append(ChildProcess(int(entry.name), state, args))
+    return members

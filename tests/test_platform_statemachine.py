@@ -101,6 +101,8 @@ class PlatformMachine(RuleBasedStateMachine):
         self.reached: set[str] = set()
         #: successful calls (name, args, key) to replay later
         self.done: list[tuple[str, tuple[object, ...], str]] = []
+        #: the releases as last read, None once the platform may have changed since
+        self.read: list[ReleaseSnapshot] | None = None
 
     def teardown(self) -> None:
         for stage in sorted(self.reached):
@@ -109,7 +111,22 @@ class PlatformMachine(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- helpers ----------------------------------------------------------------------------
+    def _releases(self) -> list[ReleaseSnapshot]:
+        """The platform's releases, read once per change: reading costs more than a step."""
+        if self.read is None:
+            self.read = self.sim.releases()
+        return self.read
+
+    def _advance(self, seconds: int) -> None:
+        self.read = None
+        self.sim.advance(seconds)
+
+    def _review(self, release_id: str, approve: bool, reason: str = "") -> None:
+        self.read = None
+        self.sim.review(release_id, approve, reason)
+
     def _call(self, name: str, *args: object) -> None:
+        self.read = None  # re-read after every call, refused or not
         key = f"k{next(self.keys)}"
         try:
             getattr(self.sim, name)(*args, idempotency_key=key)
@@ -118,7 +135,7 @@ class PlatformMachine(RuleBasedStateMachine):
         self.done.append((name, args, key))
 
     def _release(self, index: int) -> str | None:
-        releases = self.sim.releases()
+        releases = self._releases()
         return releases[index % len(releases)].release_id if releases else None
 
     # --- rules ----------------------------------------------------------------------------------
@@ -132,7 +149,7 @@ class PlatformMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0, 1, 5, 10, 20, 30, 100]))
     def advance(self, seconds: int) -> None:
-        self.sim.advance(seconds)
+        self._advance(seconds)
 
     @rule(index=st.integers(0, 20), config=st.sampled_from([{}, {"a": 1}, {"a": 2}]))
     def update_configuration(self, index: int, config: dict[str, int]) -> None:
@@ -176,7 +193,7 @@ class PlatformMachine(RuleBasedStateMachine):
     def review(self, index: int, approve: bool) -> None:
         if (release_id := self._release(index)) is not None:
             with contextlib.suppress(PlatformError):
-                self.sim.review(release_id, approve, "" if approve else "not good enough")
+                self._review(release_id, approve, "" if approve else "not good enough")
 
     @initialize(mini_program=st.sampled_from(MINI_PROGRAMS))
     def start_one_release_per_target(self, mini_program: str) -> None:
@@ -191,7 +208,7 @@ class PlatformMachine(RuleBasedStateMachine):
     def next_natural_steps(self, index: int, percent: int, steps: int) -> None:
         """What a person would do next; keeps the random walk reaching the late stages."""
         for _ in range(steps):
-            releases = self.sim.releases()
+            releases = self._releases()
             self._natural_step(releases[index % len(releases)], percent)
             self.rules_hold()  # every intermediate state is checked too
 
@@ -206,16 +223,16 @@ class PlatformMachine(RuleBasedStateMachine):
             else:
                 self._call("apply", rid)
         elif release.stage is Stage.UNDER_REVIEW:
-            self.sim.advance(30)
+            self._advance(30)
             if self.sim.get_release(rid).stage is Stage.UNDER_REVIEW:
-                self.sim.review(rid, True)
+                self._review(rid, True)
         elif release.stage is Stage.PILOT_TESTING:
             self._call("set_testers", rid, list(TESTERS[:2]))
             self._call("complete_testing", rid)
         elif release.stage in (Stage.RELEASE_PREPARATION, Stage.GRAYSCALE):
             self._call("set_grayscale", rid, percent)
         elif release.stage is Stage.BUILDING:
-            self.sim.advance(10)
+            self._advance(10)
         elif release.stage is Stage.FULL_RELEASE:  # next version, which will archive this one
             newer = [v for v in VERSIONS if Version.parse(v) > Version.parse(release.version)]
             if newer:
@@ -227,14 +244,15 @@ class PlatformMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1000))
     def replay_is_a_no_op(self, pick: int) -> None:
         name, args, key = self.done[pick % len(self.done)]
-        before = self.sim.releases()
+        before = self._releases()
         getattr(self.sim, name)(*args, idempotency_key=key)
-        assert self.sim.releases() == before
+        self.read = self.sim.releases()
+        assert self.read == before
 
     # --- invariants -------------------------------------------------------------------------------
     @invariant()
     def rules_hold(self) -> None:
-        releases = self.sim.releases()
+        releases = self._releases()
         by_target: dict[tuple[str, str], list[ReleaseSnapshot]] = defaultdict(list)
         for release in releases:
             by_target[(release.mini_program, release.target_app)].append(release)
@@ -258,8 +276,7 @@ class PlatformMachine(RuleBasedStateMachine):
             assert versions == sorted(set(versions))  # strictly increasing, once each
 
 
-PlatformMachine.TestCase.settings = settings(
-    max_examples=80,
+PlatformMachine.TestCase.settings = settings(  # examples: the profile's (tests/conftest.py)
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

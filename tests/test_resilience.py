@@ -8,6 +8,7 @@ ever happens twice (no second release, apply, complete or grayscale call for one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from controller_world import World, make_world, manifest
-from gitutil import assert_fast_forward_only, isolate_git
+from gitutil import assert_fast_forward_only, isolate_git, process_group
 
 from controller.model import ConditionType, Phase, Reason, Status
 from controller.platform.protocol import Stage
@@ -96,6 +97,7 @@ def upload_versions(world: World) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_releases_converge_through_errors_and_unknown_results(tmp_path: Path) -> None:
     with make_world(tmp_path, RELEASES) as world:
         upload_versions(world)
@@ -157,10 +159,37 @@ while True:
 """
 
 
+def kill_process_group(child: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGKILL a controller started in its own session and every process it started, and
+    return once none is left.
+
+    A git command outlives the controller that ran it: it would go on writing refs in the
+    workdir's clone under the next controller, and a child caught between fork and exec
+    still holds the workdir's lock. The whole group goes, as when a machine or container dies.
+    """
+    deadline = time.monotonic() + timeout
+    while alive := process_group(child.pid):
+        assert time.monotonic() < deadline, f"still running after SIGKILL: {alive}"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        time.sleep(0.005)
+    child.wait()
+
+
+#: The remote is a server, not part of the controller: its side of a push (git-receive-pack,
+#: which git runs locally for a file:// remote) gets a session of its own, so that killing the
+#: controller's group does not kill it inside a ref update and leave the remote locked.
+REMOTE_IN_ITS_OWN_SESSION = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "remote.origin.receivepack",
+    "GIT_CONFIG_VALUE_0": "setsid git-receive-pack",
+}
+
 #: Another kill schedule: ``RELCTL_TEST_CRASH_SEED=7 pytest tests/test_resilience.py``.
 CRASH_SEED = int(os.environ.get("RELCTL_TEST_CRASH_SEED", "20261125"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_never_duplicates_a_platform_effect(tmp_path: Path) -> None:
     rng = random.Random(CRASH_SEED)
     with make_world(tmp_path, RELEASES) as world:
@@ -175,14 +204,15 @@ def test_sigkill_at_random_points_never_duplicates_a_platform_effect(tmp_path: P
                  str(world.simulator.path)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                env={**os.environ, **REMOTE_IN_ITS_OWN_SESSION},
+                start_new_session=True,  # its own process group: its git commands die with it
             )  # fmt: skip
             assert child.stdout is not None
             assert child.stdout.readline() == b"ready\n", child.stderr and child.stderr.read()
             time.sleep(rng.uniform(0.0, 0.35))
             if child.poll() is None:
-                child.send_signal(signal.SIGKILL)
                 kills += 1
-            child.wait()
+            kill_process_group(child)
             assert child.returncode == -signal.SIGKILL, child.stderr and child.stderr.read()
             world.approve_all()
             world.simulator.advance(60)

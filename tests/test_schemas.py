@@ -1,5 +1,6 @@
 """Tests of ``schemas/``: meta-schema validity, stable ids, documentation on every property,
-no silent typos, and every example in ``examples/`` valid against its schema."""
+no silent typos, every example in ``examples/`` valid against its schema, and the copy shipped
+inside the package (``controller/schemas/``) identical to it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from controller.manifests import SCHEMA_FILES, SchemaSetError, load_repository, parse_testers
 from controller.manifests import schema as schema_module
 from controller.manifests.yamlload import load_yaml
+from controller.schemas import SCHEMA_DIR, schema_names
 
 PROJECT = Path(__file__).parent.parent
 SCHEMAS = PROJECT / "schemas"
@@ -43,6 +45,20 @@ def subschemas(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any
     for name, sub in node.get("$defs", {}).items():
         yield f"{where}/$defs/{name}", sub
         yield from subschemas(sub, f"{where}/$defs/{name}")
+
+
+def test_the_schemas_relctl_loads_are_the_published_ones_byte_for_byte() -> None:
+    published = {path.name: path.read_bytes() for path in SCHEMAS.glob("*.schema.json")}
+    packaged = {name: (SCHEMA_DIR / name).read_bytes() for name in schema_names()}
+    differ = sorted(
+        name
+        for name in published.keys() | packaged.keys()
+        if published.get(name) != packaged.get(name)
+    )
+    assert differ == [], (
+        f"controller/schemas/ (the copy relctl loads and ships) differs from schemas/ in {differ}: "
+        "edit schemas/, then run `make schemas` to copy it into the package"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -598,7 +598,7 @@ statuses = st.builds(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(statuses)
 def test_generated_statuses_round_trip_and_match_the_schema(status: Status) -> None:
     data = render_status(status)

@@ -18,7 +18,7 @@ BASE = Path(__file__).parent / "data" / "base"
 MANIFEST = "releases/shop/gcash.yaml"
 VALID = (BASE / MANIFEST).read_text()
 LINES = VALID.splitlines()
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(deadline=None)
 
 SCALARS = st.sampled_from(
     [

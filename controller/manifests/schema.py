@@ -11,15 +11,16 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-#: The schemas, next to the package in a checkout (``schemas/``).
-SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
+from controller.schemas import SCHEMA_DIR as PACKAGED_SCHEMAS
+
+#: The schemas, shipped inside the package (``controller/schemas/``, a copy of ``schemas/``).
+SCHEMA_DIR = PACKAGED_SCHEMAS
 SCHEMA_BASE = "https://relctl.dev/schemas/"
 #: Schema file per manifest ``kind``.
 SCHEMA_FILES = {
