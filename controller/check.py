@@ -34,7 +34,6 @@ No platform call and no git write happen. Called by ``controller.cli``.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import git
 
 from controller.access import Reason as AccessReason
 from controller.access import TrustError, judge_range
-from controller.gitops import STATUS_DIR, GitError, GitTree, resolve_revision
+from controller.gitops import STATUS_DIR, GitError, GitTree, resolve_revision, run_git
 from controller.manifests import (
     ACCESS_FILE,
     MANIFEST_SUFFIXES,
@@ -445,18 +444,9 @@ def _git_paths(repo_root: Path, *args: str) -> list[str]:
 
 
 def _git(repo_root: Path, *args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=repo_root, capture_output=True, text=True, check=False
-        )
-    except OSError as exc:
-        raise GitError(f"cannot run git in {repo_root}: {exc}") from exc
-    if done.returncode == 1 and args[0] == "merge-base":
-        return ""
-    if done.returncode != 0:
-        line = next((s for s in done.stderr.splitlines() if s.strip()), "failed")
-        raise GitError(f"git {args[0]} failed in {repo_root}: {line.strip()}")
-    return done.stdout
+    """stdout of ``git args`` (``merge-base`` without a common ancestor: "")."""
+    done = run_git(repo_root, *args, ok=(0, 1) if args[0] == "merge-base" else (0,))
+    return "" if done.status == 1 else done.text
 
 
 def _releases(tree: RepoFiles, manifests: Sequence[str]) -> dict[str, Release]:

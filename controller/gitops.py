@@ -501,18 +501,10 @@ class Workspace:
         timeout: float | None = None,
         cwd: Path | None = None,
     ) -> tuple[int, str, str]:
-        """Run ``git args`` in the clone (or ``cwd``); (exit status, stdout, stderr)."""
-        runner = git.Git(str(cwd)) if cwd is not None else self.repo.git
-        try:
-            return runner.execute(
-                [runner.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                env={**_ENV, **(env or {})},
-                kill_after_timeout=timeout,
-            )
-        except git.GitCommandNotFound as error:
-            raise GitError("git is not installed or not on PATH") from error
+        """Run ``git args`` in the clone (or ``cwd``) through :func:`run_git`; (exit status,
+        stdout without its final newline, stderr)."""
+        done = run_git(cwd or self.root, *args, ok=None, env=env, timeout=timeout)
+        return done.status, done.text.removesuffix("\n"), done.err.strip()
 
     def _check_branch_name(self) -> None:
         status, _out, _err = self._run(
@@ -772,7 +764,7 @@ def run_git(
     cwd: Path | str,
     *args: str,
     input: bytes | None = None,
-    ok: Iterable[int] = (0,),
+    ok: Iterable[int] | None = (0,),
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     max_output: int = MAX_OUTPUT,
@@ -783,7 +775,8 @@ def run_git(
     signature lines in logs, paths unquoted; stdin is fed from a temporary file (no pipe
     deadlock); stdout is read up to ``max_output`` bytes and the command is killed beyond
     it; ``timeout`` (seconds) kills a command that hangs. A status outside ``ok`` raises
-    :class:`GitError` with one line of stderr; so do a timeout and an output overflow.
+    :class:`GitError` with one line of stderr (``ok=None``: any status is returned); so do a
+    timeout and an output overflow, always.
     """
     command = [
         "git",
@@ -842,7 +835,7 @@ def run_git(
         raise GitError(f"{what} did not finish within {timeout:g} s")
     if overflow:
         raise GitError(f"{what} printed more than {max_output:,} bytes; stopped")
-    if status not in tuple(ok):
+    if ok is not None and status not in tuple(ok):
         raise GitError(f"{what} failed: {_one_line(err)}")
     return GitRun(status, b"".join(chunks), err)
 
@@ -940,13 +933,9 @@ class GitTree:
 
 def resolve_revision(repo_root: Path, rev: str) -> str:
     """The full commit sha of ``rev`` in the repository at ``repo_root``."""
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{_revision(rev)}^{{commit}}"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=False,
+    done = run_git(
+        repo_root, "rev-parse", "--verify", "--quiet", f"{_revision(rev)}^{{commit}}", ok=None
     )
-    if done.returncode != 0:
+    if done.status != 0:
         raise GitError(f"{rev!r} is not a commit of {repo_root}")
-    return done.stdout.strip()
+    return done.text.strip()
