@@ -38,11 +38,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from controller.access import Reason as AccessReason
 from controller.access import TrustError, judge_range
-from controller.gitops import STATUS_DIR, GitError, GitTree, resolve_revision, run_git
+from controller.gitops import (
+    STATUS_DIR,
+    GitError,
+    GitTree,
+    repository,
+    resolve_revision,
+    run_git,
+)
 from controller.manifests import (
     ACCESS_FILE,
     MANIFEST_SUFFIXES,
@@ -125,11 +130,7 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
     fork_sha = _merge_base(repo_root, base_sha, head_sha)
     changed = _git_paths(repo_root, "diff", "--name-only", "-z", "--no-renames", fork_sha, head_sha)
     manifests = sorted(path for path in changed if _is_manifest(path))
-    try:
-        repo = git.Repo(repo_root)
-    except git.GitError as exc:
-        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
-    try:
+    with repository(repo_root) as repo:
         head_tree = GitTree(repo, head_sha)
         base_tree = GitTree(repo, base_sha)
         fork_tree = base_tree if fork_sha == base_sha else GitTree(repo, fork_sha)
@@ -147,8 +148,6 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
             problems.extend(change.judge(file))
         problems.extend(_status_edits(head_tree, changed))
         problems.extend(_forbidden(repo_root, base_sha, head_sha))
-    finally:
-        repo.close()
     return CheckResult(
         base=base_sha,
         head=head_sha,

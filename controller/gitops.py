@@ -847,6 +847,20 @@ _GIT_KINDS = {
 }
 
 
+@contextlib.contextmanager
+def repository(repo_root: Path) -> Iterator[git.Repo]:
+    """GitPython's ``Repo`` of ``repo_root`` for reading commits (:class:`GitTree`), closed on
+    exit (ending its ``git cat-file`` helpers). Raises :class:`GitError` when it is none."""
+    try:
+        repo = git.Repo(repo_root)
+    except (git.GitError, OSError) as exc:
+        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
 class GitTree:
     """The files of one commit, read as git objects (a :class:`RepoFiles`).
 

@@ -21,10 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import git
-
 from controller.access import TrustError, judge_range
-from controller.gitops import GitError, GitTree, resolve_revision
+from controller.gitops import GitTree, repository, resolve_revision
 from controller.manifests import LoadResult, Problem, Severity, load_repository
 from controller.model import (
     Action,
@@ -98,17 +96,11 @@ def preview_change(repo_root: Path, base: str, head: str, now: datetime) -> Prev
     """Preview what merging ``head`` into ``base`` makes the controller do, per release."""
     base_sha = resolve_revision(repo_root, base)
     head_sha = resolve_revision(repo_root, head)
-    try:
-        repo = git.Repo(repo_root)
-    except git.GitError as exc:
-        raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
-    try:
+    with repository(repo_root) as repo:
         base_tree = GitTree(repo, base_sha)
         before = load_repository(base_tree)
         statuses = _statuses(base_tree)
         after = load_repository(GitTree(repo, head_sha))
-    finally:
-        repo.close()
     changes = _changes(before, after, statuses, now)
     return Preview(
         base_sha, head_sha, tuple(_access(repo_root, base_sha, head_sha, after, changes))
