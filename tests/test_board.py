@@ -191,7 +191,7 @@ def test_everything_from_the_repository_is_escaped(tmp_path: Path) -> None:
     hostile = make_status(
         message=HOSTILE + long, reason=HOSTILE, version='1.4.0"><script>x</script>'
     )
-    repo = make_repo(tmp_path / "repo", [hostile], author=f'Eve {HOSTILE}')
+    repo = make_repo(tmp_path / "repo", [hostile], author=f"Eve {HOSTILE}")
     client = TestClient(board_app(repository_source(repo), clock=lambda: NOW))
     for url in ("/", "/releases/shop/gcash"):
         page = client.get(url).text

@@ -54,8 +54,10 @@
     if (!fresh || fresh.dataset.revision !== revision) return false;
     var current = board();
     current.replaceWith(document.importNode(fresh, true));
+    var shown = document.querySelector(".revision code");
+    if (shown) shown.textContent = revision.slice(0, 12);
     var state = document.getElementById("refresh-state");
-    if (state) state.textContent = "updated to " + revision.slice(0, 12);
+    if (state) state.textContent = "refreshed " + new Date().toLocaleTimeString();
     afterRender();
     return true;
   }
