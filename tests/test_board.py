@@ -4,6 +4,7 @@ escaping of hostile repository content, and the static export."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,28 @@ def test_board_refuses_a_malformed_listen_address(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["board", "--repo", str(repo), "--listen", "nonsense"])
     assert result.exit_code == 2
     assert "is not HOST:PORT" in result.output
+
+
+def test_a_signed_commit_is_verified_and_a_foreign_signature_is_not(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", [make_status()])
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("maria", "mallory"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    allowed = keys / "allowed"
+    allowed.write_text(f"maria@example.com {(keys / 'maria.pub').read_text()}")
+    git(repo, "config", "gpg.format", "ssh")
+    git(repo, "config", "gpg.ssh.allowedSignersFile", str(allowed))
+    people = identity("Maria", "maria@example.com")
+    for name, grayscale in (("maria", 30), ("mallory", 40)):
+        write_files(repo, {"releases/shop/gcash.yaml": f"# grayscale {grayscale}\n"})
+        git(repo, "add", "-A")
+        key = f"user.signingkey={keys / name}.pub"
+        git(repo, "-c", key, "commit", "-q", "-S", "-m", f"signed by {name}", env=people)
+    commits = TestClient(board_app(repository_source(repo))).get("/api/releases/shop/gcash")
+    signatures = {c["subject"]: c["signature"] for c in commits.json()["commits"]}
+    assert signatures["signed by maria"] == "verified"
+    assert signatures["signed by mallory"] == "unverified"
+    assert signatures["release shop/gcash: " + HOSTILE] == "unsigned"
