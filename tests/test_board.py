@@ -307,3 +307,28 @@ def test_a_signed_commit_is_verified_and_a_foreign_signature_is_not(tmp_path: Pa
     assert signatures["signed by maria"] == "verified"
     assert signatures["signed by mallory"] == "unverified"
     assert signatures["release shop/gcash: " + HOSTILE] == "unsigned"
+
+
+def test_relctl_board_listen_serves_on_loopback_until_stopped(tmp_path: Path) -> None:
+    import signal
+    import sys
+    import urllib.request
+
+    repo = make_repo(tmp_path / "repo", [make_status()])
+    command = [sys.executable, "-m", "controller", "board", "--repo", str(repo)]
+    server = subprocess.Popen(
+        [*command, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("relctl board: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(f"{url}api/releases", timeout=30) as response:
+            data = json.load(response)
+        assert [r["targetApp"] for r in data["releases"]] == ["gcash"]
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert 'data-key="shop/gcash"' in response.read().decode()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0

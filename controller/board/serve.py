@@ -9,9 +9,11 @@ and the end-to-end tests.
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import threading
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -67,11 +69,24 @@ class BoardServer:
         return f"http://{shown}:{port}/"
 
     def run(self) -> None:
-        """Serve in this thread until interrupted (Ctrl-C, SIGTERM)."""
+        """Serve in the main thread until Ctrl-C or SIGTERM, then exit 0.
+
+        uvicorn finishes the requests in flight, then re-raises the signal it caught; the
+        handlers set here turn that into a clean exit instead of death by signal.
+        """
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self._server.run(sockets=[self.sock])
+
+    def _serve(self) -> None:
         self._server.run(sockets=[self.sock])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="relctl-board", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="relctl-board", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
