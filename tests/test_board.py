@@ -332,3 +332,56 @@ def test_relctl_board_listen_serves_on_loopback_until_stopped(tmp_path: Path) ->
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+
+
+def test_intent_commits_take_two_git_commands_whatever_the_number_of_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.board import data
+
+    statuses = [make_status(f"mp{n:02d}", "gcash") for n in range(30)]
+    repo = make_repo(tmp_path / "repo", statuses)
+    calls: list[tuple[str, ...]] = []
+    real = data.run_git
+
+    def counting(cwd: Path | str, *args: str, **kwargs: object) -> object:
+        calls.append(args)
+        return real(cwd, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(data, "run_git", counting)
+    board = repository_source(repo)()
+    assert len(board.releases) == 30
+    assert all(len(item.commits) == 1 for item in board.releases)
+    assert [args[0] for args in calls] == ["rev-parse", "log", "log"]
+
+
+@pytest.mark.parametrize(
+    ("phase", "stage", "reason", "stalled", "waiting"),
+    [
+        (Phase.PENDING, None, "WaitingForUpload", False, "the version upload"),
+        (Phase.BUILDING, Stage.BUILDING, "Building", False, "the platform"),
+        (Phase.IN_REVIEW, Stage.UNDER_REVIEW, "UnderReview", False, "the platform's reviewers"),
+        (Phase.REJECTED, Stage.REJECTED, "Rejected", True, "a person: change the manifest"),
+        (Phase.READY_TO_RELEASE, Stage.RELEASE_PREPARATION, "ReadyToRelease", False,
+         "a person: grayscale above 0"),
+        (Phase.GRAYSCALE, Stage.GRAYSCALE, "RaisingGrayscale", False, "the platform"),
+        (Phase.RELEASED, Stage.FULL_RELEASE, "Released", False, "nobody: finished"),
+        (Phase.CANCELED, Stage.CANCELED, "Canceled", False, "nobody: finished"),
+        (Phase.INVALID, None, "Invalid", True, "a person: fix the manifest"),
+        (Phase.FORBIDDEN, None, "Forbidden", True,
+         "a person with the right role: confirm the change"),
+        (Phase.PAUSED, Stage.GRAYSCALE, "Paused", False, "a person: set paused: false"),
+    ],
+)  # fmt: skip
+def test_waiting_for_names_who_moves_the_release_on(
+    phase: Phase, stage: Stage | None, reason: str, stalled: bool, waiting: str
+) -> None:
+    from controller.board.data import waiting_for
+
+    status = make_status(phase=phase, stage=stage, reason=reason, stalled=stalled)
+    assert waiting_for(status) == waiting
+
+
+def test_a_canceled_release_has_no_current_step() -> None:
+    status = make_status(phase=Phase.CANCELED, stage=Stage.CANCELED, grayscale=0)
+    assert {s["state"] for s in steps(status)} == {"todo"}

@@ -40,6 +40,7 @@ __all__ = [
     "bad_user_id",
     "board_json",
     "human_age",
+    "intent_commits",
     "load_board",
     "lookup_user",
     "release_json",
@@ -126,6 +127,9 @@ _PILOT_REASONS: Final = frozenset({"PilotTesting", "SyncingTesters", "Completing
 
 #: Commits listed per release (newest first).
 COMMIT_LIMIT: Final = 20
+#: How far back the intent commits are looked for: the last commits that touched releases/.
+SCAN_LIMIT: Final = 2000
+_SHA: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}", re.ASCII)
 #: A user id the lookup accepts: ASCII letters, digits, ``._-``, at most 64 characters.
 _USER_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,64}", re.ASCII)
 
@@ -177,31 +181,78 @@ class Board:
 # --------------------------------------------------------------------------------------------
 
 
-def _log(root: Path, revision: str, path: str) -> tuple[IntentCommit, ...]:
-    """The newest commits of ``revision`` that changed ``path`` (the release intent)."""
+def _commit_details(root: Path, shas: list[str]) -> dict[str, IntentCommit]:
+    """Author, time, signature check and subject of each commit (one ``git log --stdin``)."""
+    if not shas:
+        return {}
+    out = run_git(
+        root,
+        "log",
+        "--no-walk=unsorted",
+        "--stdin",
+        "-z",
+        "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%G?%x1f%s",
+        input="".join(f"{sha}\n" for sha in shas).encode(),
+        timeout=60,
+    ).text
+    found: dict[str, IntentCommit] = {}
+    for record in out.split("\0"):
+        parts = record.strip("\n").split("\x1f", 5)
+        if len(parts) != 6 or _SHA.fullmatch(parts[0]) is None or not parts[3].isdigit():
+            continue  # a name with a separator in it: that commit is left out, not misread
+        sha, name, email, stamp, code, subject = parts
+        when = datetime.fromtimestamp(int(stamp), UTC)
+        found[sha] = IntentCommit(sha, name, email, when, subject, code or "N")
+    return found
+
+
+def intent_commits(
+    root: Path, revision: str, paths: set[str]
+) -> dict[str, tuple[IntentCommit, ...]]:
+    """For each manifest path, the newest commits of ``revision`` that changed it.
+
+    Two git commands whatever the number of releases: one ``git log --name-only`` over the
+    last :data:`SCAN_LIMIT` commits that touched ``releases/`` (which commit changed which
+    manifest), then one ``git log --stdin`` for the details of the commits kept (at most
+    :data:`COMMIT_LIMIT` per manifest), signature checks included.
+    """
     try:
         out = run_git(
             root,
             "log",
             "-z",
-            f"--max-count={COMMIT_LIMIT}",
-            "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%G?%x1f%s",
+            f"--max-count={SCAN_LIMIT}",
+            "--format=%x1e%H",
+            "--name-only",
+            "--no-renames",
             revision,
             "--",
-            path,
-            timeout=30,
+            "releases/",
+            timeout=60,
         ).text
     except GitError:
-        return ()
-    commits = []
-    for record in out.split("\0"):
-        parts = record.strip("\n").split("\x1f", 5)
-        if len(parts) != 6 or not parts[3].isdigit():
+        return {}
+    by_path: dict[str, list[str]] = {}
+    for record in out.split("\x1e"):
+        head, _sep, names = record.partition("\0")
+        sha = head.strip()
+        if _SHA.fullmatch(sha) is None:
             continue
-        sha, name, email, stamp, code, subject = parts
-        when = datetime.fromtimestamp(int(stamp), UTC)
-        commits.append(IntentCommit(sha, name, email, when, subject, code or "N"))
-    return tuple(commits)
+        for name in names.split("\0"):
+            path = name.strip("\n")
+            if path in paths:
+                kept = by_path.setdefault(path, [])
+                if len(kept) < COMMIT_LIMIT:
+                    kept.append(sha)
+    wanted = list(dict.fromkeys(sha for shas in by_path.values() for sha in shas))
+    try:
+        details = _commit_details(root, wanted)
+    except GitError:
+        return {}
+    return {
+        path: tuple(details[sha] for sha in shas if sha in details)
+        for path, shas in by_path.items()
+    }
 
 
 def load_board(files: RepoFiles, git_root: Path | None = None) -> Board:
@@ -209,14 +260,12 @@ def load_board(files: RepoFiles, git_root: Path | None = None) -> Board:
     (read at ``files.revision``)."""
     statuses = read_statuses(files)
     revision = files.revision
-    releases = []
-    for status in statuses:
-        commits: tuple[IntentCommit, ...] = ()
-        if git_root is not None and revision is not None:
-            path = f"releases/{status.mini_program}/{status.target_app}.yaml"
-            commits = _log(git_root, revision, path)
-        releases.append(BoardRelease(status, commits))
-    return Board(revision, tuple(releases))
+    paths = {s.key: f"releases/{s.mini_program}/{s.target_app}.yaml" for s in statuses}
+    commits: dict[str, tuple[IntentCommit, ...]] = {}
+    if git_root is not None and revision is not None and statuses:
+        commits = intent_commits(git_root, revision, set(paths.values()))
+    releases = tuple(BoardRelease(s, commits.get(paths[s.key], ())) for s in statuses)
+    return Board(revision, releases)
 
 
 def repository_source(repo: Path, revision: str | None = "HEAD") -> Callable[[], Board]:
