@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -207,5 +208,59 @@ def test_a_person_watches_a_release_progress_on_the_board(
         # The hostile description never became markup.
         driver.get(server.url)
         assert not driver.find_elements(By.CSS_SELECTOR, "main b, main script")
+    finally:
+        server.stop()
+
+
+def test_the_static_export_filters_and_looks_up_users_in_the_browser(
+    browser: object, tmp_path: Path
+) -> None:
+    from boardutil import make_repo, make_status
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from starlette.applications import Starlette
+    from starlette.staticfiles import StaticFiles
+
+    from controller.board import export_board
+    from controller.platform.sim.model import bucket
+
+    driver = browser
+    assert isinstance(driver, WebDriver)
+    repo = make_repo(
+        tmp_path / "repo",
+        [make_status(grayscale=50), make_status("shop", "dana", Phase.PILOT_TESTING, grayscale=0)],
+    )
+    site = tmp_path / "site"
+    export_board(repository_source(repo)(), site, datetime.now(UTC))
+    app = Starlette()
+    app.mount("/pages", StaticFiles(directory=site, html=True))
+    server = BoardServer(app, bind("127.0.0.1", 0))
+    server.start()
+    try:
+        driver.get(f"{server.url}pages/index.html?app=dana")
+        cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+        assert [c.is_displayed() for c in cards] == [True, False]
+        assert driver.find_element(By.ID, "count").text == "1 of 2 releases"
+
+        driver.get(f"{server.url}pages/index.html")
+        driver.find_element(By.CSS_SELECTOR, '.card[data-key="shop/gcash"] h2 a').click()
+        assert driver.current_url.endswith("/pages/releases/shop/gcash.html")
+        radius = driver.find_element(By.CSS_SELECTOR, ".phase").value_of_css_property(
+            "border-radius"
+        )
+        assert radius != "0px", "the stylesheet did not load through the relative link"
+        for n in range(1, 4):
+            user = f"208800000000000{n}"
+            box = driver.find_element(By.ID, "user")
+            box.clear()
+            box.send_keys(user)
+            driver.find_element(By.CSS_SELECTOR, "form.lookup button").click()
+            answer = settled_text(driver, "lookup-result", user)
+            assert f"bucket {bucket('shop', user)} " in answer, answer
+        box = driver.find_element(By.ID, "user")
+        box.clear()
+        box.send_keys("no spaces allowed")
+        driver.find_element(By.CSS_SELECTOR, "form.lookup button").click()
+        assert "Cannot look up" in settled_text(driver, "lookup-result", "Cannot")
     finally:
         server.stop()
