@@ -14,7 +14,7 @@ from gitutil import git, identity, isolate_git, write_files
 from starlette.testclient import TestClient
 
 from controller.board import board_app, load_board, repository_source
-from controller.board.data import Board, lookup_user, steps
+from controller.board.data import Board, BoardRelease, lookup_user, steps
 from controller.cli import cli
 from controller.model import Phase
 from controller.platform.protocol import Stage
@@ -385,3 +385,31 @@ def test_waiting_for_names_who_moves_the_release_on(
 def test_a_canceled_release_has_no_current_step() -> None:
     status = make_status(phase=Phase.CANCELED, stage=Stage.CANCELED, grayscale=0)
     assert {s["state"] for s in steps(status)} == {"todo"}
+
+
+def test_a_plain_directory_is_read_as_it_is_without_commits(tmp_path: Path) -> None:
+    here = tmp_path / "plain"
+    write_files(here, status_files([make_status()]))
+    data = TestClient(board_app(repository_source(here))).get("/api/releases").json()
+    assert data["revision"] is None
+    assert [(r["targetApp"], r["commits"]) for r in data["releases"]] == [("gcash", [])]
+
+
+def test_a_rollout_block_is_shown_when_the_status_has_one() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Rollout:
+        step: int
+        analysis: str
+
+    status = make_status()
+    object.__setattr__(status, "rollout", Rollout(2, HOSTILE))
+    client = client_for(Board(None, (BoardRelease(status),)))
+    assert client.get("/api/releases/shop/gcash").json()["rollout"] == {
+        "step": 2,
+        "analysis": HOSTILE,
+    }
+    page = client.get("/releases/shop/gcash").text
+    assert '<h2 id="rollout-h">Rollout</h2>' in page
+    assert "<dt>analysis</dt><dd>&lt;script&gt;" in page
