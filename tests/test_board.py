@@ -3,6 +3,7 @@ escaping of hostile repository content, and the static export."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -88,9 +89,7 @@ def test_release_page_of_a_released_version_has_an_inline_qr_code() -> None:
 
 
 def test_steps_mark_a_skipped_pilot_and_a_failed_review() -> None:
-    no_pilot = make_status(testers=0)
-    no_pilot = make_status("a", "b", testers=0)
-    object.__setattr__(no_pilot, "history", ())
+    no_pilot = dataclasses.replace(make_status(testers=0), history=())
     assert [s["state"] for s in steps(no_pilot)] == [
         "done", "done", "done", "skipped", "current", "todo",
     ]  # fmt: skip
@@ -211,7 +210,7 @@ def test_everything_from_the_repository_is_escaped(tmp_path: Path) -> None:
 
 def test_a_qr_link_that_is_not_http_is_not_a_link(tmp_path: Path) -> None:
     status = make_status(phase=Phase.RELEASED, stage=Stage.FULL_RELEASE, grayscale=100)
-    object.__setattr__(status, "qr_code", "javascript:alert(1)")
+    status = dataclasses.replace(status, qr_code="javascript:alert(1)")
     page = client_for(memory_board(status)).get("/releases/shop/gcash").text
     assert 'href="javascript' not in page
     assert "<code>javascript:alert(1)</code>" in page
