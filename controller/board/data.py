@@ -531,10 +531,14 @@ def lookup_user(status: Status, user_id: str) -> dict[str, Any]:
     user_bucket = bucket(status.mini_program, user_id)
     phase = status.phase
     gets_new = False
-    if phase in (Phase.RELEASED,):
+    if phase is Phase.RELEASED:
         answer = f"everyone gets {status.version}"
         gets_new = True
-    elif phase is Phase.GRAYSCALE or (status.grayscale > 0 and phase is not Phase.CANCELED):
+    elif phase is Phase.ARCHIVED:
+        answer = f"gets a newer version: {status.version} was replaced by a newer full release"
+    elif phase is Phase.CANCELED:
+        answer = f"keeps the previous version: {status.version} was canceled"
+    elif phase is Phase.GRAYSCALE or status.grayscale > 0:
         gets_new = user_bucket <= status.grayscale
         answer = (
             f"gets {status.version}: bucket {user_bucket} is within {status.grayscale}%"

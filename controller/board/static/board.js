@@ -98,11 +98,14 @@
       if (!window.crypto || !crypto.subtle) { out.textContent = "This browser cannot compute buckets here."; return; }
       bucket(form.dataset.mp, user).then(function (b) {
         var pct = parseInt(form.dataset.grayscale, 10), v = form.dataset.version;
-        var text = form.dataset.phase === "Released" ? "everyone gets " + v
-          : pct > 0 && form.dataset.phase !== "Canceled"
-            ? (b <= pct ? "gets " + v + ": bucket " + b + " is within " + pct + "%"
-                        : "keeps the previous version: bucket " + b + " is above " + pct + "%")
-            : "keeps the previous version: " + v + " reaches no users yet";
+        // The same answers as controller/board/data.py lookup_user (pilot testers aside).
+        var phase = form.dataset.phase, text;
+        if (phase === "Released") text = "everyone gets " + v;
+        else if (phase === "Archived") text = "gets a newer version: " + v + " was replaced by a newer full release";
+        else if (phase === "Canceled") text = "keeps the previous version: " + v + " was canceled";
+        else if (pct > 0) text = b <= pct ? "gets " + v + ": bucket " + b + " is within " + pct + "%"
+                                          : "keeps the previous version: bucket " + b + " is above " + pct + "%";
+        else text = "keeps the previous version: " + v + " reaches no users yet";
         out.textContent = "User " + user + " " + text + ".";
       });
     });
