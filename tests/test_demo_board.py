@@ -1,5 +1,5 @@
-"""``make demo BOARD=1``: the demo prints the board's address first and serves it for the
-whole run; without BOARD=1 it prints no board at all."""
+"""``make demo BOARD=1``: the demo prints the board's address first, serves it for the
+whole run, and still converges (without BOARD=1 the board code is not even imported)."""
 
 from __future__ import annotations
 
@@ -58,21 +58,3 @@ def test_demo_with_board_serves_the_board_during_the_whole_run(tmp_path: Path) -
     rest = demo.stdout.read()
     assert demo.wait(timeout=150) == 0, "".join(lines) + rest
     assert "All 6 releases reached their intended state" in rest
-
-
-@pytest.mark.slow
-def test_demo_without_board_starts_no_board(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "BOARD"}
-    done = subprocess.run(
-        [sys.executable, "-m", "controller.demo"],
-        cwd=demo_dir(tmp_path),
-        env={**env, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "the release board" not in done.stdout
-    assert "All 6 releases reached their intended state" in done.stdout
