@@ -412,3 +412,16 @@ def test_a_rollout_block_is_shown_when_the_status_has_one() -> None:
     page = client.get("/releases/shop/gcash").text
     assert '<h2 id="rollout-h">Rollout</h2>' in page
     assert "<dt>analysis</dt><dd>&lt;script&gt;" in page
+
+
+def test_an_invalid_release_lists_its_manifest_problems_escaped() -> None:
+    from controller.model import Validation
+
+    problem = Validation("releases/shop/gcash.yaml", 7, 3, "spec.grayscale", HOSTILE)
+    status = dataclasses.replace(
+        make_status(phase=Phase.INVALID, stage=None, reason="Invalid", stalled=True),
+        errors=(problem,),
+    )
+    page = client_for(memory_board(status)).get("/releases/shop/gcash").text
+    assert "<code>releases/shop/gcash.yaml:7:3</code> spec.grayscale: &lt;script&gt;" in page
+    assert "a person: fix the manifest" in page
