@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# make demo BOARD=1 also serves the release board on 127.0.0.1 (its address is printed).
 demo: $(STAMP)
-	$(BIN)/python -m controller.demo
+	BOARD=$(BOARD) $(BIN)/python -m controller.demo
 
 # Hypothesis runs its quick "default" profile, or the thorough "ci" one when CI is set or
 # HYPOTHESIS_PROFILE=ci (tests/conftest.py). CI runs every test, the slow ones included.

@@ -680,6 +680,66 @@ def trust_reset(
     click.echo(trust_report(summary, "text"), nl=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# the release board
+# ---------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A release repository: a clone, a bare remote, or a plain directory "
+    "(default: the nearest with relctl.yaml).",
+)
+@click.option(
+    "--rev",
+    default="HEAD",
+    show_default=True,
+    help="The revision to show (re-read on every request); --work-tree reads the files instead.",
+)
+@click.option(
+    "--work-tree", is_flag=True, help="Show the files on disk as they are (no commits listed)."
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT to serve on (port 0 picks a free one). Loopback by default.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the board as static files here (GitHub/GitLab Pages) instead of serving it.",
+)
+def board(repo: Path | None, rev: str, work_tree: bool, listen: str, out: Path | None) -> None:
+    """The release board: every release's progress, steps, history and QR code."""
+    from controller.board import board_app, export_board, repository_source
+    from controller.board.serve import BoardServer, bind, is_loopback, parse_listen
+
+    root = (repo or _find_repo(Path.cwd())).resolve()
+    source = repository_source(root, None if work_tree else rev)
+    if out is not None:
+        try:
+            written = export_board(source(), out, datetime.now(UTC))
+        except (GitError, OSError) as exc:
+            _fail(f"cannot export the board: {exc}")
+            return
+        click.echo(f"wrote {len(written)} files to {out}")
+        return
+    try:
+        host, port = parse_listen(listen)
+        sock = bind(host, port)
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot listen on {listen}: {exc}")
+        return
+    if not is_loopback(host):
+        click.echo(f"relctl board: listening on {host}, beyond this machine", err=True)
+    server = BoardServer(board_app(source), sock)
+    click.echo(f"relctl board: {server.url} (Ctrl-C to stop)")
+    server.run()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -26,10 +26,15 @@ rewards on tng        straight to full release                                  
 ====================  ==========================================================  ===============
 
 It exits 0 when every release reached its intended final state, 1 otherwise.
+
+With ``BOARD=1`` (``make demo BOARD=1``) the release board is served on 127.0.0.1 for the
+whole run, reading the origin's main branch; its address is printed first, and when the demo
+ends in a terminal it stays open until Enter or Ctrl-C. Without it the demo is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -42,12 +47,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.model import ConditionStatus, ConditionType, Status
 from controller.output.table import format_status_table, status_rows
 from controller.platform.protocol import Stage
 from controller.platform.sim import Simulator
 from controller.status import read_statuses
+
+if TYPE_CHECKING:
+    from controller.board.serve import BoardServer
 
 DEADLINE_SECONDS = 110
 SAMPLE_FILES = ("relctl.yaml", "access.yaml", "releases")
@@ -329,6 +338,38 @@ def main() -> int:
     ).stdout.strip()
     say("setup", f"origin {origin.relative_to(root)} seeded from ./releases (6 releases)")
     say("setup", "simulator: gcash needs pilot testing; builds and tests take 1 s")
+    board = start_board(origin) if os.environ.get("BOARD") == "1" else None
+    try:
+        return run_team(root, demo, origin, team, simulator, anchor)
+    finally:
+        if board is not None:
+            keep_board_open(board)
+
+
+def start_board(origin: Path) -> BoardServer:
+    """The release board over the origin's main branch, on a free port of 127.0.0.1."""
+    from controller.board import board_app, repository_source
+    from controller.board.serve import BoardServer, bind
+
+    board = BoardServer(board_app(repository_source(origin, "main")), bind("127.0.0.1", 0))
+    board.start()
+    say("board", f"the release board: {board.url} (open it in a browser)")
+    return board
+
+
+def keep_board_open(board: BoardServer) -> None:
+    """In a terminal, keep the board open until Enter or Ctrl-C; then stop it."""
+    if sys.stdin.isatty():
+        print(f"\nThe board stays open at {board.url}: press Enter (or Ctrl-C) to stop it.")
+        with contextlib.suppress(KeyboardInterrupt, EOFError):
+            input()
+    board.stop()
+
+
+def run_team(
+    root: Path, demo: Path, origin: Path, team: Path, simulator: Simulator, anchor: str
+) -> int:
+    """The controller daemon and the scripted team, until every release has converged."""
 
     controller = subprocess.Popen(
         [
