@@ -315,15 +315,7 @@ class Outbox:
             for item in result.releases:
                 events = derive_events(seen.get(item.key), item.status)
                 for event in events:
-                    for target in targets:
-                        if target.wants(event):
-                            cursor = db.execute(
-                                "INSERT OR IGNORE INTO outbox (event_id, target, url, title, "
-                                "body, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (event.id, target.name, target.url, event.title, event.body(),
-                                 now, now),
-                            )  # fmt: skip
-                            added += cursor.rowcount
+                    added += self._add(db, event, targets, now)
                     log.info(
                         "%s: %s", event.kind, event.message,
                         extra={"event": {"release": event.release, "version": event.version,
@@ -338,6 +330,29 @@ class Outbox:
             return added
         finally:
             db.close()
+
+    def add(self, event: NotificationEvent, targets: Sequence[Target], now: float) -> int:
+        """Record one event for the targets that want it; the number of new rows."""
+        db = self._connect()
+        try:
+            return self._add(db, event, targets, now)
+        finally:
+            db.close()
+
+    @staticmethod
+    def _add(
+        db: sqlite3.Connection, event: NotificationEvent, targets: Sequence[Target], now: float
+    ) -> int:
+        added = 0
+        for target in targets:
+            if target.wants(event):
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, target, url, title, body, created, "
+                    "next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event.id, target.name, target.url, event.title, event.body(), now, now),
+                )
+                added += cursor.rowcount
+        return added
 
     def due(self, now: float, limit: int = 50) -> list[Delivery]:
         db = self._connect()
@@ -469,6 +484,9 @@ class Notifier:
                 log.exception("the notification worker failed; retrying")
                 if self.metrics is not None:
                     self.metrics.worker_failures_total.labels("notifications").inc()
+            except BaseException:  # SystemExit from a plugin: the thread ends, loudly
+                log.critical("the notification worker stopped", exc_info=True)
+                return
             self._wake.wait(self.poll)
             self._wake.clear()
 
