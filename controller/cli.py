@@ -27,7 +27,7 @@ from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
 from controller.cli_platform import platform
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
-from controller.gitops import GitError, Workspace
+from controller.gitops import GitError, Workspace, redact
 from controller.lease import Lease
 from controller.logs import setup_logging
 from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
@@ -431,7 +431,7 @@ def run(
                 metrics=metrics,
             )
             click.echo(
-                f"relctl controller: {remote} ({branch}) every {interval:g}s; "
+                f"relctl controller: {redact(remote)} ({branch}) every {interval:g}s; "
                 "Ctrl-C or SIGTERM stops after the current pass",
                 err=to_stderr,
             )
