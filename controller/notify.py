@@ -213,14 +213,21 @@ def _ready_message(status: Status) -> str:
     return f"{status.key} {status.version} is {status.phase}"
 
 
-def derive_events(before: _Seen | None, status: Status) -> list[NotificationEvent]:
+def derive_events(
+    before: _Seen | None, status: Status, transition: str | None = None
+) -> list[NotificationEvent]:
     """The events between what the notifier saw of a release and its new status (pure).
 
     A release the notifier never saw is a baseline: nothing is announced for the state it
-    already had (a fresh controller does not replay history).
+    already had (a fresh controller does not replay history), except the phase change the
+    pass itself made (``transition``, ``"InReview -> PilotTesting"``), so a replica that just
+    took the lease announces what its first pass did.
     """
     if before is None:
-        return []
+        old = transition.split(" -> ", 1)[0] if transition else None
+        if old is None or old not in set(Phase):
+            return []
+        before = _Seen(status.version, old, 0, None, None)
     now = _Seen.of(status)
     if before.version != status.version:
         before = _Seen(status.version, str(Phase.PENDING), 0, None, None)
@@ -313,7 +320,7 @@ class Outbox:
             seen = {k: _Seen(**json.loads(v)) for k, v in db.execute("SELECT * FROM notify_seen")}
             added = 0
             for item in result.releases:
-                events = derive_events(seen.get(item.key), item.status)
+                events = derive_events(seen.get(item.key), item.status, item.transition)
                 for event in events:
                     added += self._add(db, event, targets, now)
                     log.info(

@@ -167,8 +167,13 @@ def test_secrets_come_from_relctl_notify_variables_only() -> None:
 def test_a_dead_worker_is_restarted_and_counted(tmp_path: Path) -> None:
     metrics = Metrics()
 
+    calls: list[str] = []
+
     def explode(*_args: str) -> str | None:
-        raise SystemExit("a plugin called exit()")
+        calls.append("send")
+        if len(calls) == 1:
+            raise SystemExit("a plugin called exit()")
+        return None
 
     notifier = Notifier(Outbox(tmp_path), lambda: (), metrics=metrics, send=explode, poll=0.05)
     notifier.outbox.add(event(), [Target("hook", "json://127.0.0.1:9/x")], notifier.clock())
@@ -177,8 +182,12 @@ def test_a_dead_worker_is_restarted_and_counted(tmp_path: Path) -> None:
     notifier._thread.join(30)
     assert not notifier.alive
     notifier.supervise()
-    assert notifier.alive
     assert metrics.worker_failures_total.labels("notifications")._value.get() >= 1
+    # the restarted worker delivers what the dead one could not
+    while notifier.outbox.pending():
+        assert notifier.alive
+        notifier._thread.join(0.05)
+    assert notifier.alive and calls == ["send", "send"]
     notifier.stop()
 
 

@@ -85,6 +85,15 @@ def test_events_of_a_change(before: Status | None, after: Status, expected: list
     assert kinds(before, after) == expected
 
 
+def test_a_replica_that_just_took_the_lease_announces_what_its_first_pass_did() -> None:
+    after = status(Phase.PILOT_TESTING)
+    assert [e.kind for e in derive_events(None, after, "InReview -> PilotTesting")] == [
+        EventKind.APPROVED,
+        EventKind.PILOT_STARTED,
+    ]
+    assert derive_events(None, after, "New -> PilotTesting") == []
+
+
 def test_a_rejection_carries_the_reviewers_reason() -> None:
     after = status(Phase.REJECTED, stalled=Reason.REJECTED,
                    review=ReviewSummary("REJECTED", "Screenshots show another app"))  # fmt: skip
