@@ -388,18 +388,18 @@ def run(
     """
     # In json, standard output carries nothing but the passes.
     to_stderr = output == "json"
-    webhook_secret = os.environ.get("RELCTL_WEBHOOK_SECRET") or None
-    setup_logging(
-        log_format,
-        level=logging.INFO if verbose or log_format == "json" else logging.WARNING,
-        secrets=[webhook_secret or "", *notification_secrets(os.environ)],
-    )
     try:
         address = parse_listen(listen) if listen is not None else None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if lease_duration and lease_duration < interval:
         raise click.UsageError("--lease-duration must be at least --interval")
+    webhook_secret = os.environ.get("RELCTL_WEBHOOK_SECRET") or None
+    setup_logging(
+        log_format,
+        level=logging.INFO if verbose or log_format == "json" else logging.WARNING,
+        secrets=[webhook_secret or "", *notification_secrets(os.environ)],
+    )
     metrics = Metrics()
 
     def report(result: PassResult) -> None:

@@ -80,6 +80,24 @@ class TextFormatter(logging.Formatter):
         return self._mask.clean(" ".join([text, *fields]))
 
 
+_MARK = "_relctl_handler"
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def setup_logging(
     log_format: str,
     *,
@@ -88,14 +106,18 @@ def setup_logging(
     stream: TextIO | None = None,
 ) -> logging.Handler:
     """Send every log line of the process to ``stream`` (stderr) in ``log_format``."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     formatter: logging.Formatter = (
         JsonFormatter(secrets) if log_format == "json" else TextFormatter(secrets)
     )
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in list(root.handlers):  # a second setup (tests run the CLI in-process) replaces ours
+        if isinstance(old, _StderrHandler) or getattr(old, _MARK, False):
+            root.removeHandler(old)
+    setattr(handler, _MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's access log would print every probe; its errors still come through.
