@@ -352,7 +352,7 @@ def reconcile(
     envvar="RELCTL_LEASE_DURATION",
     help="Run as one of several replicas: only the holder of refs/relctl/lease on the remote "
     "acts; it is renewed every pass and taken over after this many seconds without renewal "
-    "(0: no lease, a single replica; must be at least --interval; env RELCTL_LEASE_DURATION).",
+    "(0: no lease, a single replica; at least twice --interval; env RELCTL_LEASE_DURATION).",
 )
 @click.option(
     "--replica-id",
@@ -392,8 +392,9 @@ def run(
         address = parse_listen(listen) if listen is not None else None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    if lease_duration and lease_duration < interval:
-        raise click.UsageError("--lease-duration must be at least --interval")
+    if lease_duration and lease_duration < 2 * interval:
+        # a standby checks the lease once an interval: it takes over within two lease periods
+        raise click.UsageError("--lease-duration must be at least twice --interval")
     webhook_secret = os.environ.get("RELCTL_WEBHOOK_SECRET") or None
     setup_logging(
         log_format,

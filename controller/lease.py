@@ -15,8 +15,9 @@ still believes it leads. The holder renews on every pass (``Lease.acquire``), an
 starts no new release once the lease it holds ran out (``Lease.held``).
 
 A replica killed with SIGKILL stops renewing; the others see the sha unchanged for
-``duration`` and the first to push takes over: within two lease periods when the interval
-between passes is at most one lease period.
+``duration`` and the first to push takes over: within ``duration`` plus two intervals between
+passes, so within two lease periods when the interval is at most half of one
+(``relctl run`` requires that).
 
 Git runs through :func:`controller.gitops.run_git` in the controller's own clone.
 

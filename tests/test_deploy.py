@@ -50,8 +50,9 @@ def test_the_deployment_runs_two_replicas_with_probes_secret_and_scrape_annotati
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     secret = docs["Secret"]["stringData"]
     assert {"RELCTL_WEBHOOK_SECRET", "RELCTL_NOTIFY_SMTP_PASSWORD", "id_ed25519"} <= set(secret)
-    # two replicas need the lease
-    assert float(docs["ConfigMap"]["data"]["RELCTL_LEASE_DURATION"]) > 0
+    # two replicas need the lease, and relctl run accepts this one
+    data = docs["ConfigMap"]["data"]
+    assert float(data["RELCTL_LEASE_DURATION"]) >= 2 * float(data["RELCTL_INTERVAL"]) > 0
 
 
 def run_envvars() -> set[str]:

@@ -9,10 +9,10 @@ from controller.cli import cli
 
 def test_a_lease_shorter_than_the_interval_is_a_usage_error() -> None:
     result = CliRunner().invoke(
-        cli, ["run", "--remote", "/nonexistent", "--interval", "30", "--lease-duration", "10"]
+        cli, ["run", "--remote", "/nonexistent", "--interval", "30", "--lease-duration", "59"]
     )
     assert result.exit_code == 2
-    assert "--lease-duration must be at least --interval" in result.output
+    assert "--lease-duration must be at least twice --interval" in result.output
 
 
 def test_a_listen_address_that_is_not_host_port_is_a_usage_error() -> None:
