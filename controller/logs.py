@@ -120,6 +120,8 @@ def setup_logging(
     setattr(handler, _MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn's access log would print every probe; its errors still come through.
+    # uvicorn's access log would print every probe, APScheduler every tick; their warnings
+    # and errors still come through.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return handler
