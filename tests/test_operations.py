@@ -314,3 +314,45 @@ def test_prometheus_scrapes_the_metrics_by_their_documented_names(tmp_path: Path
                 assert all("commit" not in r["metric"] for r in info)  # type: ignore[operator]
                 passes = query(server, 'relctl_reconcile_total{result="success"}')
                 assert passes and float(passes[0]["value"][1]) >= 1  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------
+# notifications from relctl run
+# --------------------------------------------------------------------------------------------
+
+
+def signed_push(url: str) -> None:
+    import hashlib
+    import hmac
+
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        f"{url}/hooks/git", data=body, method="POST",
+        headers={"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+
+
+def test_relctl_run_emails_the_team_when_review_approves_a_release(tmp_path: Path) -> None:
+    from controller_world import CONFIG
+    from notifyutil import smtp_server
+
+    with smtp_server() as box:
+        config = CONFIG + f'notifications:\n  - name: team-mail\n    url: "{box.url()}"\n'
+        files = {"relctl.yaml": config, "releases/shop/gcash.yaml": manifest()}
+        with make_world(tmp_path, files) as world:
+            with daemon(world, tmp_path / "work", world.remote) as d:
+                end = time.monotonic() + 120
+                while not any("PilotStarted" in str(m["Subject"]) for m in box.messages):
+                    assert time.monotonic() < end, [str(m["Subject"]) for m in box.messages]
+                    # the platform moves (builds, tests, the reviewer approves); a push wakes
+                    # the controller each time (its interval is an hour)
+                    world.approve_all()
+                    world.simulator.advance(60)
+                    signed_push(d.url)
+                    time.sleep(0.3)
+            subjects = sorted(str(m["Subject"]) for m in box.messages)
+            assert "[relctl] shop/gcash 1.4.0: Approved" in subjects, subjects
+            assert len(subjects) == len(set(subjects)), subjects
