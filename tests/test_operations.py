@@ -356,3 +356,37 @@ def test_relctl_run_emails_the_team_when_review_approves_a_release(tmp_path: Pat
             subjects = sorted(str(m["Subject"]) for m in box.messages)
             assert "[relctl] shop/gcash 1.4.0: Approved" in subjects, subjects
             assert len(subjects) == len(set(subjects)), subjects
+
+
+# --------------------------------------------------------------------------------------------
+# two replicas of relctl run
+# --------------------------------------------------------------------------------------------
+
+
+def leader_gauge(url: str) -> float | None:
+    status, text = get(f"{url}/metrics")
+    if status != 200:
+        return None
+    for line in text.splitlines():
+        if line.startswith("relctl_leader "):
+            return float(line.split()[1])
+    return None
+
+
+def test_two_relctl_run_replicas_one_leads_and_a_sigterm_hands_the_lease_over(
+    tmp_path: Path,
+) -> None:
+    files = {"releases/shop/gcash.yaml": manifest()}
+    lease = ("--lease-duration", "600", "--interval", "0.5")
+    with make_world(tmp_path, files) as world:
+        with daemon(world, tmp_path / "a", world.remote, *lease, "--replica-id", "a") as a:
+            wait_until("a to lead", lambda: leader_gauge(a.url) == 1)
+            with daemon(world, tmp_path / "b", world.remote, *lease, "--replica-id", "b") as b:
+                wait_until("b to be ready", lambda: get(f"{b.url}/readyz")[0] == 200)
+                assert "standby" in get(f"{b.url}/readyz")[1]
+                assert leader_gauge(b.url) == 0 and leader_gauge(a.url) == 1
+                # SIGTERM: a hands the lease back, b takes it long before 600 s
+                a.process.send_signal(signal.SIGTERM)
+                assert a.process.wait(60) == 0
+                wait_until("b to lead", lambda: leader_gauge(b.url) == 1)
+        assert any("lease" in str(e.get("message")) for e in b.json_lines())
