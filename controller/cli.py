@@ -9,7 +9,9 @@ never a traceback).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,8 +27,12 @@ from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
 from controller.cli_platform import platform
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
-from controller.gitops import GitError, Workspace
+from controller.gitops import GitError, Workspace, redact
+from controller.lease import Lease
+from controller.logs import setup_logging
 from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
+from controller.metrics import Metrics
+from controller.notify import Notifier, Outbox, configured_targets, notification_secrets
 from controller.output.report import (
     plan_report,
     preview_report,
@@ -43,6 +49,7 @@ from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
 from controller.preview import preview_change
 from controller.reconcile import PassResult, ReleaseResult, plan_repository
+from controller.server import WebhookSettings, parse_listen
 from controller.state import STATE_FILE, ControllerState, StateError
 from controller.status import read_statuses
 from controller.trust import TrustSettings, reset_trust, saved_trust
@@ -248,6 +255,14 @@ def _progress_printer(output: str) -> Callable[[ReleaseResult, int, int], None]:
     return progress
 
 
+def _daemon_board(workspace: Workspace, branch: str) -> Any:
+    """The release board over the branch as the controller last fetched or pushed it (its
+    clone's remote-tracking ref): served by ``relctl run --listen`` at ``/``."""
+    from controller.board import board_app, repository_source
+
+    return board_app(repository_source(workspace.root, f"refs/remotes/origin/{branch}"))
+
+
 def _workspace(
     remote: str, branch: str, workdir: Path, author_name: str, author_email: str
 ) -> Workspace:
@@ -332,6 +347,38 @@ def reconcile(
     show_default=True,
     help="text for people; json for tools: one line per pass (JSON Lines), the rest on stderr.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="RELCTL_LOG_FORMAT",
+    help="Log lines on stderr: text, or json (one object per line with release, version, "
+    "phase, action, duration, commit; env RELCTL_LOG_FORMAT).",
+)
+@click.option(
+    "--listen",
+    envvar="RELCTL_LISTEN",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /healthz, /readyz, /metrics and POST /hooks/git (off by default; a bare PORT "
+    "listens on 127.0.0.1; env RELCTL_LISTEN). The webhook secret is RELCTL_WEBHOOK_SECRET.",
+)
+@click.option(
+    "--lease-duration",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    envvar="RELCTL_LEASE_DURATION",
+    help="Run as one of several replicas: only the holder of refs/relctl/lease on the remote "
+    "acts; it is renewed every pass and taken over after this many seconds without renewal "
+    "(0: no lease, a single replica; at least twice --interval; env RELCTL_LEASE_DURATION).",
+)
+@click.option(
+    "--replica-id",
+    envvar="RELCTL_REPLICA_ID",
+    default=None,
+    help="This replica's name in the lease (default: host name and pid; env RELCTL_REPLICA_ID).",
+)
 def run(
     remote: str,
     branch: str,
@@ -347,6 +394,10 @@ def run(
     once: bool,
     verbose: bool,
     output: str,
+    log_format: str,
+    listen: str | None,
+    lease_duration: float,
+    replica_id: str | None,
 ) -> None:
     """Run the controller: a reconcile pass every --interval seconds until SIGTERM/SIGINT.
 
@@ -356,11 +407,20 @@ def run(
     """
     # In json, standard output carries nothing but the passes.
     to_stderr = output == "json"
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+    try:
+        address = parse_listen(listen) if listen is not None else None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if lease_duration and lease_duration < 2 * interval:
+        # a standby checks the lease once an interval: it takes over within two lease periods
+        raise click.UsageError("--lease-duration must be at least twice --interval")
+    webhook_secret = os.environ.get("RELCTL_WEBHOOK_SECRET") or None
+    setup_logging(
+        log_format,
+        level=logging.INFO if verbose or log_format == "json" else logging.WARNING,
+        secrets=[webhook_secret or "", *notification_secrets(os.environ)],
     )
+    metrics = Metrics()
 
     def report(result: PassResult) -> None:
         click.echo(run_report(result, controller.passes, output, verbose=verbose), nl=False)
@@ -370,6 +430,10 @@ def run(
             _workspace(remote, branch, workdir, author_name, author_email) as workspace,
             _opened_platform(platform_spec) as adapter,
         ):
+            lease = None
+            if lease_duration:
+                holder = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+                lease = Lease(lambda: workspace.root, holder, lease_duration, metrics=metrics)
             controller = Controller(
                 workspace,
                 adapter,
@@ -377,17 +441,31 @@ def run(
                 on_pass=report,
                 skip_ci=skip_ci,
                 trust=TrustSettings(trust_anchor, trust_on_first_use),
+                metrics=metrics,
+                lease=lease,
+                notifier=None,
+            )
+            controller.notifier = Notifier(
+                Outbox(workdir),
+                lambda: configured_targets(controller.cache),
+                metrics=metrics,
             )
             click.echo(
-                f"relctl controller: {remote} ({branch}) every {interval:g}s; "
+                f"relctl controller: {redact(remote)} ({branch}) every {interval:g}s; "
                 "Ctrl-C or SIGTERM stops after the current pass",
                 err=to_stderr,
             )
             code = run_forever(
                 controller,
                 DaemonOptions(interval=interval, jitter=jitter, max_passes=1 if once else None),
+                listen=address,
+                webhook=WebhookSettings(webhook_secret, branch),
+                board=_daemon_board(workspace, branch) if address is not None else None,
             )
             controller.close()
+    except OSError as exc:  # the --listen address is taken or not ours
+        _fail(str(exc))
+        return
     except (GitError, StateError, TrustError) as exc:
         _fail(str(exc))
         return

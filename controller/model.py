@@ -62,6 +62,8 @@ class RepoConfig:
     #: Adapter spec, e.g. ``sim:.relctl/platform.db``; the CLI's ``--platform`` wins.
     platform: str | None = None
     require_signed_commits: bool = False
+    #: ``notifications:`` targets as written (schema-checked); ``controller.notify`` reads them.
+    notifications: tuple[Mapping[str, Any], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------

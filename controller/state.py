@@ -94,6 +94,10 @@ class ControllerState:
         self._db = db
         return self
 
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

@@ -23,9 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
-import git
-
-from controller.gitops import GitError, GitTree, run_git
+from controller.gitops import GitError, GitTree, repository, run_git
 from controller.model import ConditionStatus, ConditionType, Phase, Status
 from controller.platform.protocol import Stage
 from controller.platform.sim.model import bucket
@@ -286,8 +284,9 @@ def repository_source(repo: Path, revision: str | None = "HEAD") -> Callable[[],
     if revision is None:
         return work_tree
     try:
-        git.Repo(root).close()
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        with repository(root):
+            pass
+    except GitError:
         return work_tree
 
     def at_revision() -> Board:
@@ -298,11 +297,8 @@ def repository_source(repo: Path, revision: str | None = "HEAD") -> Callable[[],
             cached = cache.get(sha)
             if cached is not None:
                 return cached
-            handle = git.Repo(root)
-            try:
+            with repository(root) as handle:
                 board = load_board(GitTree(handle, sha), root)
-            finally:
-                handle.close()
             cache.clear()
             cache[sha] = board
             return board

@@ -110,6 +110,7 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             target_apps=MappingProxyType(dict(sorted(apps.items()))),
             platform=value.get("platform"),
             require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
+            notifications=tuple(value.get("notifications", ())),
         ),
         [],
     )
