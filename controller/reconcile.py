@@ -32,6 +32,7 @@ from controller.manifests import (
     Severity,
     load_repository,
 )
+from controller.metrics import measure
 from controller.model import (
     Action,
     ConditionStatus,
@@ -50,6 +51,7 @@ from controller.plan import decide
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform
 from controller.repofiles import RepoFiles, WorkTree
+from controller.rollout import measurements_due
 from controller.state import ControllerState
 from controller.status import (
     STATUS_DIR,
@@ -153,6 +155,30 @@ def observe(platform: Platform, release: Release) -> Observed:
     return Observed(version_uploaded=uploaded, release=mine, others=others)
 
 
+def observe_rollout(
+    platform: Platform,
+    release: Release,
+    previous: Status | None,
+    observed: Observed,
+    now: datetime,
+    stop_the_line: str | None,
+) -> Observed:
+    """The rollout's inputs to ``decide``: stop the line, and the measurements of the current
+    analysis step that are due (the controller's memory says which step is current)."""
+    rollout = release.spec.rollout
+    snapshot = observed.release
+    if rollout is None or snapshot is None:
+        return observed
+    progress = (
+        previous.rollout
+        if previous is not None and previous.version == release.spec.version
+        else None
+    )
+    due = measurements_due(rollout, progress, now)
+    measurements = measure(platform, snapshot.release_id, due, now) if due else ()
+    return replace(observed, measurements=measurements, stop_the_line=stop_the_line)
+
+
 # --------------------------------------------------------------------------------------------
 # one release
 # --------------------------------------------------------------------------------------------
@@ -167,10 +193,12 @@ def reconcile_release(
     *,
     dry_run: bool = False,
     intent: IntentCheck | None = None,
+    stop_the_line: str | None = None,
 ) -> ReleaseResult:
     """One release, as a straight line: observe -> decide -> act -> re-observe -> status.
 
-    ``previous`` is the controller's own memory of the release. ``intent`` is asked before an
+    ``previous`` is the controller's own memory of the release; ``stop_the_line`` is
+    relctl.yaml's ``stopTheLine`` (every rollout holds). ``intent`` is asked before an
     irreversible step and raises :class:`MainMoved` when main is no longer ``commit``.
     Never raises anything else for the platform's sake: a failure is recorded on the release.
     """
@@ -179,6 +207,7 @@ def reconcile_release(
         return ReleaseResult(key=release.key, status=previous)
     try:
         observed = observe(platform, release)
+        observed = observe_rollout(platform, release, previous, observed, now, stop_the_line)
     except PlatformError as error:
         status = observation_failed(release, previous, commit, error, now)
         return _result(release.key, previous, status)
@@ -196,8 +225,9 @@ def reconcile_release(
         if intent is not None and plan.step.action in IRREVERSIBLE:
             intent()
         result = act(platform, release, plan.step)
-        # Also after a failure: an Unknown result may have taken effect.
-        after = _reobserve(platform, release, observed, result)
+        # Also after a failure: an Unknown result may have taken effect. The measurements
+        # were judged by the first decision: the second must not count them again.
+        after = replace(_reobserve(platform, release, observed, result), measurements=())
     status = build_status(release, previous, plan, result, after, commit, now)
     if result is not None and result.ok:
         # What the observation after the step means: the conditions say what comes next.
@@ -306,6 +336,7 @@ def _untrusted(status: Status | None) -> Status | None:
         compatibility=None,
         last_error=None,
         next_retry=None,
+        rollout=None,
     )
 
 
@@ -413,8 +444,9 @@ def reconcile_repository(
                 item = ReleaseResult(key=release.key, status=before)
             else:
                 item = reconcile_release(
-                    platform, release, before, commit, now, dry_run=dry_run, intent=intent
-                )
+                    platform, release, before, commit, now, dry_run=dry_run, intent=intent,
+                    stop_the_line=loaded.config.stop_the_line,
+                )  # fmt: skip
                 if cache is not None:
                     cache.observed_at[release.key] = now
         except MainMoved as moved:

@@ -7,17 +7,29 @@ along the history). Both return located problems, never raise on bad input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.patterns import PatternError, compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
 from controller.manifests.quoting import quote
-from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
+from controller.model import (
+    DEFAULT_TESTERS_MAX,
+    DEFAULT_USER_ID_PATTERN,
+    AnalysisTemplate,
+    Metric,
+    Provider,
+    RepoConfig,
+    TargetApp,
+    parse_duration,
+)
 from controller.repofiles import RepoFiles
+from controller.rollout import ConditionError, check_condition
 
 CONFIG_FILE = "relctl.yaml"
 ACCESS_FILE = "access.yaml"
@@ -103,6 +115,7 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             grayscale_values=tuple(sorted(values)) if values is not None else None,
             user_id_pattern=pattern,
         )
+    templates = _analysis_templates(files, value.get("analysisTemplates", {}), problems)
     if problems:
         return None, problems
     return (
@@ -110,9 +123,66 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             target_apps=MappingProxyType(dict(sorted(apps.items()))),
             platform=value.get("platform"),
             require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
+            analysis_templates=MappingProxyType(templates),
+            stop_the_line=value.get("stopTheLine"),
         ),
         [],
     )
+
+
+def _analysis_templates(
+    files: RepoFiles, data: Mapping[str, Any], problems: list[Problem]
+) -> dict[str, AnalysisTemplate]:
+    """``analysisTemplates``: conditions in the safe language, metric names unique."""
+    templates: dict[str, AnalysisTemplate] = {}
+    for name, template in sorted(data.items()):
+        metrics: list[Metric] = []
+        seen: set[str] = set()
+        for index, item in enumerate(template["metrics"]):
+            where: list[str | int] = ["analysisTemplates", name, "metrics", index]
+            if item["name"] in seen:
+                problems.append(
+                    located_in(files, CONFIG_FILE).problem(
+                        [*where, "name"],
+                        "duplicate-metric",
+                        f"metric {quote(item['name'])} appears twice in template {name}",
+                        "give every metric of a template its own name",
+                    )
+                )
+            seen.add(item["name"])
+            for key in ("successCondition", "failureCondition"):
+                if key not in item:
+                    continue
+                try:
+                    check_condition(item[key])
+                except ConditionError as error:
+                    problems.append(
+                        located_in(files, CONFIG_FILE).problem(
+                            [*where, key],
+                            "condition",
+                            f"{quote(item[key])} is not a condition: {error}",
+                            "use result, numbers, <, <=, >, >=, ==, !=, and, or, not; "
+                            "e.g. result < 1.5",
+                        )
+                    )
+            metrics.append(
+                Metric(
+                    name=item["name"],
+                    provider=Provider(item["provider"]),
+                    query=item["query"],
+                    success_condition=item["successCondition"],
+                    failure_condition=item.get("failureCondition"),
+                    json_path=item.get("jsonPath"),
+                    address=item.get("address"),
+                    interval=parse_duration(item.get("interval", "0s")),
+                    count=item.get("count", 1),
+                    failure_limit=item.get("failureLimit", 0),
+                    inconclusive_limit=item.get("inconclusiveLimit", 0),
+                    min_sample_users=item.get("minSampleUsers", 0),
+                )
+            )
+        templates[name] = AnalysisTemplate(name=name, metrics=tuple(metrics))
+    return templates
 
 
 def load_access(
