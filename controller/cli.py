@@ -24,6 +24,7 @@ from controller import __version__
 from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
 from controller.cli_platform import platform
+from controller.commands import Command, CommandError, run_command
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace
 from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
@@ -672,6 +673,48 @@ def trust_reset(
     before = old.anchor[:12] if old is not None else "nothing"
     click.echo(f"trust re-anchored at {new.anchor[:12]} (was {before})")
     click.echo(trust_report(summary, "text"), nl=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# rollout commands: each one a commit to the manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _rollout_command(name: str, command: Command, help_text: str) -> None:
+    @cli.command(name=name, help=help_text)
+    @click.argument("mini_program")
+    @click.argument("target_app")
+    @click.option(
+        "--repo",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="The clone to commit in (default: the current directory).",
+    )
+    @click.option("--message", "-m", help="Why: the body of the commit message.")
+    @click.option("--full", is_flag=True, hidden=name != "promote", help="Skip to 100%.")
+    def run_it(
+        mini_program: str, target_app: str, repo: Path | None, message: str | None, full: bool
+    ) -> None:
+        chosen = Command.PROMOTE_FULL if full and command is Command.PROMOTE else command
+        try:
+            done = run_command(
+                (repo or Path.cwd()).resolve(),
+                chosen,
+                mini_program,
+                target_app,
+                datetime.now(UTC),
+                message,
+            )
+        except CommandError as error:
+            _fail(str(error))
+            return
+        click.echo(f"{done.commit[:12]} {done.subject}\npush it (or open a pull request) to act")
+
+
+_rollout_command("promote", Command.PROMOTE, "Pass the current pause or halt (--full: to 100%).")
+_rollout_command("pause", Command.PAUSE, "Hold the rollout at its current exposure.")
+_rollout_command("resume", Command.RESUME, "Continue a paused rollout.")
+_rollout_command("retry", Command.RETRY, "Run a failed or inconclusive analysis again.")
+_rollout_command("abort", Command.ABORT, "Cancel the version on this app (irreversible).")
 
 
 def main() -> None:
