@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from click.testing import CliRunner
 from controller_world import ACCESS, World, make_world, manifest
 
+from controller.cli import cli
 from controller.commands import Command, run_command
 from controller.model import Phase, Status
 
@@ -95,6 +97,12 @@ def test_a_schedule_rolls_out_soaks_analyses_and_waits_for_promote(tmp_path: Pat
         assert status.rollout.halt == "WaitingForPromotion"
         assert [r.result.value for r in status.rollout.runs] == ["Successful"]
         assert any(e.reason == "StepCompleted" for e in status.history)
+        shown = CliRunner().invoke(cli, ["status", "shop", "gcash", "--repo", str(w.person.path)])
+        assert shown.exit_code == 0, shown.output
+        assert "  >  5. pause until promoted" in shown.output
+        assert "WaitingForPromotion" in shown.output
+        assert "     1. grayscale 10%                    done" in shown.output
+        assert "crash-rate = 0.3, 10,000 users: Successful (result < 1.5)" in shown.output
         w.simulator.advance(24 * 3600)
         w.pass_once()
         assert shop(w).grayscale == 50, "a pause without duration waits for a person"

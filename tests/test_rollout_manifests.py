@@ -16,6 +16,7 @@ import yaml
 from controller.commands import CommandError, edit_rollout
 from controller.manifests import Severity, load_repository
 from controller.manifests.yamlload import load_yaml
+from controller.output.text import schedule_text
 from controller.model import (
     AnalysisRun,
     Phase,
@@ -204,3 +205,22 @@ def test_a_command_sets_its_field_and_keeps_comments() -> None:
 def test_a_command_needs_a_rollout_block() -> None:
     with pytest.raises(CommandError, match=r"no spec\.rollout"):
         edit_rollout("spec:\n  grayscale: 10\n", [("paused", "true")])
+
+
+def test_plan_shows_the_snapped_schedule_and_its_earliest_timeline(tmp_path: Path) -> None:
+    steps = (
+        "      - grayscale: 20\n      - pause: {duration: 2h}\n      - grayscale: 50\n"
+        "      - pause: {}\n      - grayscale: 100\n"
+    )
+    result = load_repository(repo_with(tmp_path, "tng", steps))
+    assert result.config is not None
+    (release,) = [r for r in result.releases if r.key == "shop/tng"]
+    lines = schedule_text(release, result.config.target_apps["tng"])
+    assert lines == [
+        "  schedule of shop/tng 1.5.0 (Touch 'n Go eWallet offers 10, 30, 50, 100):",
+        "    1. +0s  grayscale 30%",
+        "    2. +0s  pause 2h",
+        "    3. +2h  grayscale 50%",
+        "    4. +2h  pause until promoted",
+        "    5. +after promote 0s  grayscale 100%",
+    ]
