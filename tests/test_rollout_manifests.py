@@ -16,7 +16,6 @@ import yaml
 from controller.commands import CommandError, edit_rollout
 from controller.manifests import Severity, load_repository
 from controller.manifests.yamlload import load_yaml
-from controller.output.text import schedule_text
 from controller.model import (
     AnalysisRun,
     Phase,
@@ -25,6 +24,7 @@ from controller.model import (
     StepKind,
     Verdict,
 )
+from controller.output.text import schedule_text
 from controller.status import parse_status, render_status
 
 BASE = Path(__file__).parent / "data" / "base"
