@@ -66,6 +66,30 @@ class RepoConfig:
     analysis_templates: Mapping[str, AnalysisTemplate] = field(default_factory=dict)
     #: ``stopTheLine``: when set, every rollout holds its current exposure; the text says why.
     stop_the_line: str | None = None
+    #: ``freezeWindows``: when rollouts may (allow) or may not (deny) raise exposure.
+    freeze_windows: tuple[FreezeWindow, ...] = ()
+
+
+class WindowKind(StrEnum):
+    DENY = "deny"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True)
+class FreezeWindow:
+    """A time window as cron schedule + duration + time zone (Spinnaker's execution windows).
+
+    In a deny window no rollout raises exposure; when a target app has allow windows, it
+    raises exposure only inside one of them."""
+
+    name: str
+    kind: WindowKind
+    #: Five-field cron expression of each window's start, in ``time_zone``.
+    schedule: str
+    duration: timedelta
+    time_zone: str = "UTC"
+    #: The target apps it applies to; empty: every app.
+    target_apps: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +184,8 @@ class Rollout:
     paused: bool = False
     #: ``relctl abort``: cancel the version on this target (irreversible).
     abort: bool = False
+    #: Emergency override: freeze windows do not hold this rollout.
+    override_freeze: bool = False
 
 
 def format_duration(value: timedelta) -> str:
@@ -300,6 +326,7 @@ def rollout_to_dict(rollout: Rollout) -> dict[str, Any]:
         "retry": rollout.retry,
         "paused": rollout.paused,
         "abort": rollout.abort,
+        "overrideFreeze": rollout.override_freeze,
     }
 
 
@@ -352,6 +379,8 @@ class Observed:
     measurements: tuple[Measurement, ...] = ()
     #: relctl.yaml's ``stopTheLine``: every rollout holds its exposure; the text says why.
     stop_the_line: str | None = None
+    #: relctl.yaml's ``freezeWindows``.
+    freeze_windows: tuple[FreezeWindow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -488,6 +517,7 @@ class Reason(StrEnum):
     ANALYSIS_FAILED = "AnalysisFailed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     STOP_THE_LINE = "StopTheLine"
+    FREEZE_WINDOW = "FreezeWindow"
     ROLLOUT_PAUSED = "RolloutPaused"
     ABORTING = "Aborting"
     # stalled: needs a person

@@ -72,7 +72,7 @@ from controller.platform.rules import (
     SUPERSEDE_REQUIRED_STAGES,
     Version,
 )
-from controller.rollout import advance
+from controller.rollout import advance, freeze
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -681,6 +681,9 @@ def _reconcile_rollout(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan | None:
         ctx.observed.measurements,
         ctx.now,
         stop_the_line=ctx.observed.stop_the_line,
+        frozen=None
+        if rollout.override_freeze
+        else freeze(ctx.observed.freeze_windows, ctx.app, ctx.now),
     )
     if decision.cancel:
         plan = ctx.act(

@@ -38,6 +38,7 @@ from controller.model import (
     ConditionStatus,
     ConditionType,
     Event,
+    FreezeWindow,
     Observed,
     Outcome,
     Plan,
@@ -162,6 +163,7 @@ def observe_rollout(
     observed: Observed,
     now: datetime,
     stop_the_line: str | None,
+    freeze_windows: tuple[FreezeWindow, ...] = (),
 ) -> Observed:
     """The rollout's inputs to ``decide``: stop the line, and the measurements of the current
     analysis step that are due (the controller's memory says which step is current)."""
@@ -176,7 +178,12 @@ def observe_rollout(
     )
     due = measurements_due(rollout, progress, now)
     measurements = measure(platform, snapshot.release_id, due, now) if due else ()
-    return replace(observed, measurements=measurements, stop_the_line=stop_the_line)
+    return replace(
+        observed,
+        measurements=measurements,
+        stop_the_line=stop_the_line,
+        freeze_windows=freeze_windows,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +201,7 @@ def reconcile_release(
     dry_run: bool = False,
     intent: IntentCheck | None = None,
     stop_the_line: str | None = None,
+    freeze_windows: tuple[FreezeWindow, ...] = (),
 ) -> ReleaseResult:
     """One release, as a straight line: observe -> decide -> act -> re-observe -> status.
 
@@ -207,7 +215,9 @@ def reconcile_release(
         return ReleaseResult(key=release.key, status=previous)
     try:
         observed = observe(platform, release)
-        observed = observe_rollout(platform, release, previous, observed, now, stop_the_line)
+        observed = observe_rollout(
+            platform, release, previous, observed, now, stop_the_line, freeze_windows
+        )
     except PlatformError as error:
         status = observation_failed(release, previous, commit, error, now)
         return _result(release.key, previous, status)
@@ -446,6 +456,7 @@ def reconcile_repository(
                 item = reconcile_release(
                     platform, release, before, commit, now, dry_run=dry_run, intent=intent,
                     stop_the_line=loaded.config.stop_the_line,
+                    freeze_windows=loaded.config.freeze_windows,
                 )  # fmt: skip
                 if cache is not None:
                     cache.observed_at[release.key] = now

@@ -24,11 +24,15 @@ import ast
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
 
 from controller.model import (
     AnalysisRun,
     AnalysisTemplate,
+    FreezeWindow,
     Measurement,
     Metric,
     OnFailure,
@@ -40,6 +44,7 @@ from controller.model import (
     StepKind,
     TargetApp,
     Verdict,
+    WindowKind,
 )
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "advance",
     "check_condition",
     "evaluate_condition",
+    "freeze",
     "judge",
     "measurements_due",
     "snap",
@@ -211,6 +217,54 @@ def measurements_due(
 
 
 # --------------------------------------------------------------------------------------------
+# Freeze windows
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """Why exposure may not rise now, and until when."""
+
+    message: str
+    until: datetime
+
+
+def _last_start(window: FreezeWindow, now: datetime) -> datetime:
+    local = now.astimezone(ZoneInfo(window.time_zone)) + timedelta(seconds=1)
+    start: datetime = croniter(window.schedule, local).get_prev(datetime)
+    return start.astimezone(UTC)
+
+
+def _next_start(window: FreezeWindow, now: datetime) -> datetime:
+    local = now.astimezone(ZoneInfo(window.time_zone))
+    start: datetime = croniter(window.schedule, local).get_next(datetime)
+    return start.astimezone(UTC)
+
+
+def freeze(windows: Iterable[FreezeWindow], app: str, now: datetime) -> Freeze | None:
+    """Whether a step that raises exposure on ``app`` must wait at ``now`` (None: it may).
+
+    Inside a deny window: until it ends. Outside every allow window of the app (when it has
+    any): until the next one starts."""
+    mine = [w for w in windows if not w.target_apps or app in w.target_apps]
+    for window in (w for w in mine if w.kind is WindowKind.DENY):
+        start = _last_start(window, now)
+        if start <= now < start + window.duration:
+            until = start + window.duration
+            return Freeze(f"freeze window {window.name} until {_clock(until)} UTC", until)
+    allows = [w for w in mine if w.kind is WindowKind.ALLOW]
+    if not allows:
+        return None
+    for window in allows:
+        start = _last_start(window, now)
+        if start <= now < start + window.duration:
+            return None
+    until = min(_next_start(w, now) for w in allows)
+    names = ", ".join(w.name for w in allows)
+    return Freeze(f"outside the allowed windows ({names}) until {_clock(until)} UTC", until)
+
+
+# --------------------------------------------------------------------------------------------
 # The state machine
 # --------------------------------------------------------------------------------------------
 
@@ -239,8 +293,12 @@ def advance(
     now: datetime,
     *,
     stop_the_line: str | None = None,
+    frozen: Freeze | None = None,
 ) -> RolloutDecision:
-    """One pass of the rollout: as many steps as are complete, at most one exposure step."""
+    """One pass of the rollout: as many steps as are complete, at most one exposure step.
+
+    ``frozen`` (from :func:`freeze`) holds every step that would raise exposure; soaks and
+    analyses go on meanwhile."""
     p = progress or RolloutProgress(step=0, step_started_at=now, exposure=exposure)
     p = replace(p, exposure=exposure)
     steps = rollout.steps
@@ -295,6 +353,14 @@ def advance(
         if again:
             p = replace(p, halt=None, message="", runs=(), step_started_at=now)
             completed.append(f"retry: analysis of step {p.step + 1}/{total} runs again")
+    if rollout.full and exposure < 100 and frozen is not None:
+        return hold(
+            Outcome.WAITING,
+            Reason.FREEZE_WINDOW,
+            f"promote --full waits: {frozen.message}",
+            "full release",
+            frozen.until,
+        )
     if rollout.full and exposure < 100:
         if promote:
             p = replace(p, promoted=rollout.promoted_at)
@@ -320,6 +386,14 @@ def advance(
         where = f"step {p.step + 1}/{total} ({step.describe()})"
         if step.kind is StepKind.GRAYSCALE:
             assert step.grayscale is not None
+            if exposure < step.grayscale and frozen is not None:
+                return hold(
+                    Outcome.WAITING,
+                    Reason.FREEZE_WINDOW,
+                    f"{where}: holding at {exposure}%: {frozen.message}",
+                    step.describe(),
+                    frozen.until,
+                )
             if exposure < step.grayscale:
                 return RolloutDecision(
                     replace(p, halt=None, message="", next_action=step.describe(), next_time=now),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from controller.model import (
     Action,
     AnalysisTemplate,
+    FreezeWindow,
     Measurement,
     Metric,
     Observed,
@@ -36,6 +37,7 @@ from controller.model import (
     StepKind,
     TargetApp,
     Verdict,
+    WindowKind,
     parse_duration,
 )
 from controller.plan import decide
@@ -45,6 +47,7 @@ from controller.rollout import (
     advance,
     check_condition,
     evaluate_condition,
+    freeze,
     judge,
     measurements_due,
     snap,
@@ -488,3 +491,59 @@ def test_decide_ignores_the_rollout_before_release_preparation() -> None:
     plan = decide(rollout_release(), None, Observed(True, snapshot(Stage.UNDER_REVIEW)), T0)
     assert plan.rollout is None
     assert plan.reason is Reason.UNDER_REVIEW
+
+
+# --------------------------------------------------------------------------------------------
+# freeze windows (the clock is an input)
+# --------------------------------------------------------------------------------------------
+
+MANILA = timezone(timedelta(hours=8))
+WEEKEND = FreezeWindow(
+    "weekend", WindowKind.DENY, "0 18 * * 5", parse_duration("62h"), "Asia/Manila"
+)
+OFFICE = FreezeWindow(
+    "office-hours", WindowKind.ALLOW, "0 9 * * 1-4", parse_duration("8h"), "Asia/Manila",
+    target_apps=("gcash",),
+)  # fmt: skip
+
+
+def test_inside_a_deny_window_exposure_waits_until_it_ends() -> None:
+    saturday = datetime(2026, 12, 5, 10, 0, tzinfo=MANILA)
+    frozen = freeze([WEEKEND], "gcash", saturday)
+    assert frozen is not None
+    assert frozen.until == datetime(2026, 12, 7, 8, 0, tzinfo=MANILA)
+    assert "freeze window weekend until 2026-12-07 00:00 UTC" in frozen.message
+    assert freeze([WEEKEND], "gcash", datetime(2026, 12, 7, 8, 0, tzinfo=MANILA)) is None
+    assert freeze([WEEKEND], "gcash", datetime(2026, 12, 4, 17, 59, tzinfo=MANILA)) is None
+
+
+def test_outside_every_allow_window_exposure_waits_for_the_next() -> None:
+    friday = datetime(2026, 12, 4, 10, 0, tzinfo=MANILA)
+    frozen = freeze([OFFICE], "gcash", friday)
+    assert frozen is not None and frozen.until == datetime(2026, 12, 7, 9, 0, tzinfo=MANILA)
+    assert freeze([OFFICE], "gcash", datetime(2026, 12, 3, 16, 59, tzinfo=MANILA)) is None
+    assert freeze([OFFICE], "dana", friday) is None  # the window is for gcash only
+
+
+def test_a_freeze_holds_raising_but_not_soaking() -> None:
+    frozen = freeze([WEEKEND], "gcash", datetime(2026, 12, 5, 10, 0, tzinfo=MANILA))
+    held = advance(SCHEDULE, at_step(3), 1, (), T0, frozen=frozen)
+    assert held.target is None and held.reason is Reason.FREEZE_WINDOW
+    assert held.progress.next_time == datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+    soaking = advance(SCHEDULE, at_step(1), 1, (), T0, frozen=frozen)
+    assert soaking.reason is Reason.SOAKING
+
+
+def test_decide_skips_freeze_windows_with_the_override() -> None:
+    saturday = datetime(2026, 12, 5, 10, 0, tzinfo=MANILA)
+    observed = Observed(True, snapshot(Stage.GRAYSCALE, 1), freeze_windows=(WEEKEND,))
+    held = decide(rollout_release(), memory(at_step(3, exposure=1)), observed, saturday)
+    assert held.step is None and held.reason is Reason.FREEZE_WINDOW
+    assert held.phase is Phase.HALTED
+    forced = decide(
+        rollout_release(replace(SCHEDULE, override_freeze=True)),
+        memory(at_step(3, exposure=1)),
+        observed,
+        saturday,
+    )
+    assert forced.step is not None and forced.step.percent == 20

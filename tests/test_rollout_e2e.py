@@ -8,6 +8,7 @@ line holds everything, abort cancels.
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import yaml
@@ -176,3 +177,27 @@ def test_stop_the_line_holds_and_pause_resume_abort_are_commits(tmp_path: Path) 
         w.pass_once()
         assert shop(w).phase is Phase.CANCELED
         assert len(w.effects("cancel")) == 1
+
+
+def test_a_freeze_window_holds_raising_until_it_ends(tmp_path: Path) -> None:
+    with make_world(tmp_path, {"relctl.yaml": CONFIG, "access.yaml": ACCESS}, pilot_apps=()) as w:
+        roll_to_first_step(tmp_path, w)
+        start = w.simulator.now().astimezone(UTC)
+        cron = f"{start.minute} {start.hour} * * *"
+        window = (
+            "freezeWindows:\n"
+            f"  - {{name: release-freeze, kind: deny, schedule: '{cron}', duration: 3h}}\n"
+        )
+        w.edit("relctl.yaml", CONFIG + window)
+        w.simulator.advance(3601)
+        w.pass_once()  # the soak ends: soaking is not held by a freeze
+        w.pass_once()  # the analysis passes; raising to 50% waits
+        status = shop(w)
+        assert status.grayscale == 10
+        assert status.rollout is not None and status.rollout.halt == "FreezeWindow"
+        assert "freeze window release-freeze until" in status.rollout.message
+        assert status.rollout.next_time is not None
+        assert status.rollout.next_time - start <= timedelta(hours=3)
+        w.simulator.advance(2 * 3600)
+        w.pass_once()
+        assert shop(w).grayscale == 50

@@ -224,3 +224,18 @@ def test_plan_shows_the_snapped_schedule_and_its_earliest_timeline(tmp_path: Pat
         "    4. +2h  pause until promoted",
         "    5. +after promote 0s  grayscale 100%",
     ]
+
+
+def test_the_rollout_examples_are_valid_in_the_sample_repository(tmp_path: Path) -> None:
+    """examples/rollouts/coupons/*.yaml (used by make demo) under the project's relctl.yaml."""
+    project = Path(__file__).resolve().parents[1]
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("relctl.yaml", "access.yaml"):
+        shutil.copy2(project / name, root / name)
+    shutil.copytree(project / "examples" / "rollouts" / "coupons", root / "releases" / "coupons")
+    result = load_repository(root)
+    assert result.ok and result.problems == (), result.problems
+    assert sorted(r.key for r in result.releases if r.spec.rollout is not None) == [
+        "coupons/dana", "coupons/gcash", "coupons/tng",
+    ]  # fmt: skip

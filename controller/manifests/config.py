@@ -13,6 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.patterns import PatternError, compile_pattern
@@ -22,10 +25,12 @@ from controller.model import (
     DEFAULT_TESTERS_MAX,
     DEFAULT_USER_ID_PATTERN,
     AnalysisTemplate,
+    FreezeWindow,
     Metric,
     Provider,
     RepoConfig,
     TargetApp,
+    WindowKind,
     parse_duration,
 )
 from controller.repofiles import RepoFiles
@@ -116,6 +121,7 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             user_id_pattern=pattern,
         )
     templates = _analysis_templates(files, value.get("analysisTemplates", {}), problems)
+    windows = _freeze_windows(files, value.get("freezeWindows", []), apps, problems)
     if problems:
         return None, problems
     return (
@@ -125,9 +131,68 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
             analysis_templates=MappingProxyType(templates),
             stop_the_line=value.get("stopTheLine"),
+            freeze_windows=windows,
         ),
         [],
     )
+
+
+def _freeze_windows(
+    files: RepoFiles,
+    data: list[Mapping[str, Any]],
+    apps: Mapping[str, TargetApp],
+    problems: list[Problem],
+) -> tuple[FreezeWindow, ...]:
+    """``freezeWindows``: cron schedules that parse, known time zones, declared apps."""
+    windows: list[FreezeWindow] = []
+    for index, item in enumerate(data):
+        where: list[str | int] = ["freezeWindows", index]
+        found: list[Problem] = []
+        if not croniter.is_valid(item["schedule"]) or len(item["schedule"].split()) != 5:
+            found.append(
+                located_in(files, CONFIG_FILE).problem(
+                    [*where, "schedule"],
+                    "freeze-schedule",
+                    f"{quote(item['schedule'])} is not a five-field cron expression",
+                    "minute hour day-of-month month day-of-week, e.g. 0 18 * * 5",
+                )
+            )
+        zone = item.get("timeZone", "UTC")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(
+                located_in(files, CONFIG_FILE).problem(
+                    [*where, "timeZone"],
+                    "freeze-time-zone",
+                    f"unknown time zone {quote(zone)}",
+                    "an IANA time zone, e.g. Asia/Manila or UTC",
+                )
+            )
+        for position, app in enumerate(item.get("targetApps", [])):
+            if app not in apps:
+                found.append(
+                    located_in(files, CONFIG_FILE).problem(
+                        [*where, "targetApps", position],
+                        "unknown-target-app",
+                        f"target app {quote(app)} is not declared under targetApps",
+                        f"declared target apps: {', '.join(sorted(apps)) or 'none'}",
+                    )
+                )
+        problems.extend(found)
+        if found:
+            continue
+        windows.append(
+            FreezeWindow(
+                name=item["name"],
+                kind=WindowKind(item["kind"]),
+                schedule=item["schedule"],
+                duration=parse_duration(item["duration"]),
+                time_zone=zone,
+                target_apps=tuple(item.get("targetApps", ())),
+            )
+        )
+    return tuple(windows)
 
 
 def _analysis_templates(

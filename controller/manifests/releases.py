@@ -274,6 +274,7 @@ class ReleaseChecker:
             retry=data.get("retry"),
             paused=bool(data.get("paused", False)),
             abort=bool(data.get("abort", False)),
+            override_freeze=bool(data.get("overrideFreeze", False)),
         )
 
     def _testers(
