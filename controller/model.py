@@ -163,6 +163,25 @@ class RolloutStep:
         return f"analysis {self.template.name}"
 
 
+@dataclass(frozen=True)
+class WaveGate:
+    """``after``: wait for another target app of the same version to reach ``grayscale`` and
+    hold it for ``soak`` (GCash first, then DANA, then Touch 'n Go)."""
+
+    target_app: str
+    grayscale: int
+    soak: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class WaveState:
+    """What the platform shows of the release the wave waits for (observed by reconcile)."""
+
+    exposure: int
+    #: When its exposure last changed (None: no release yet).
+    since: datetime | None
+
+
 class OnFailure(StrEnum):
     PAUSE = "pause"
     CANCEL = "cancel"
@@ -186,6 +205,8 @@ class Rollout:
     abort: bool = False
     #: Emergency override: freeze windows do not hold this rollout.
     override_freeze: bool = False
+    #: A wave: exposure rises only once another target app got far enough.
+    after: WaveGate | None = None
 
 
 def format_duration(value: timedelta) -> str:
@@ -327,6 +348,13 @@ def rollout_to_dict(rollout: Rollout) -> dict[str, Any]:
         "paused": rollout.paused,
         "abort": rollout.abort,
         "overrideFreeze": rollout.override_freeze,
+        "after": None
+        if rollout.after is None
+        else {
+            "targetApp": rollout.after.target_app,
+            "grayscale": rollout.after.grayscale,
+            "soak": rollout.after.soak.total_seconds(),
+        },
     }
 
 
@@ -381,6 +409,8 @@ class Observed:
     stop_the_line: str | None = None
     #: relctl.yaml's ``freezeWindows``.
     freeze_windows: tuple[FreezeWindow, ...] = ()
+    #: The release a rollout's ``after`` waits for, as the platform shows it.
+    wave: WaveState | None = None
 
 
 @dataclass(frozen=True)
@@ -518,6 +548,7 @@ class Reason(StrEnum):
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     STOP_THE_LINE = "StopTheLine"
     FREEZE_WINDOW = "FreezeWindow"
+    WAITING_FOR_WAVE = "WaitingForWave"
     ROLLOUT_PAUSED = "RolloutPaused"
     ABORTING = "Aborting"
     # stalled: needs a person

@@ -684,6 +684,7 @@ def _reconcile_rollout(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan | None:
         frozen=None
         if rollout.override_freeze
         else freeze(ctx.observed.freeze_windows, ctx.app, ctx.now),
+        wave=ctx.observed.wave,
     )
     if decision.cancel:
         plan = ctx.act(

@@ -46,11 +46,12 @@ from controller.model import (
     Release,
     Status,
     Validation,
+    WaveState,
     cut,
 )
 from controller.plan import decide
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import Platform
+from controller.platform.protocol import Platform, Stage
 from controller.repofiles import RepoFiles, WorkTree
 from controller.rollout import measurements_due
 from controller.state import ControllerState
@@ -178,12 +179,31 @@ def observe_rollout(
     )
     due = measurements_due(rollout, progress, now)
     measurements = measure(platform, snapshot.release_id, due, now) if due else ()
+    wave = None
+    if rollout.after is not None:
+        wave = observe_wave(platform, release, rollout.after.target_app)
     return replace(
         observed,
         measurements=measurements,
         stop_the_line=stop_the_line,
         freeze_windows=freeze_windows,
+        wave=wave,
     )
+
+
+def observe_wave(platform: Platform, release: Release, target_app: str) -> WaveState:
+    """The same version on ``target_app``: its exposure, and when the platform last changed
+    the release (a conservative start for the wave's soak: never earlier than the exposure
+    was reached)."""
+    found = platform.find_releases(release.mini_program, target_app)
+    mine = next((r for r in found if r.version == release.spec.version), None)
+    if mine is None:
+        return WaveState(exposure=0, since=None)
+    if mine.stage is Stage.FULL_RELEASE:
+        return WaveState(100, mine.stage_times.get(Stage.FULL_RELEASE, mine.updated_at))
+    if mine.stage is Stage.GRAYSCALE:
+        return WaveState(mine.grayscale, mine.updated_at)
+    return WaveState(exposure=0, since=None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,10 @@ from controller.model import (
     StepKind,
     TargetApp,
     Verdict,
+    WaveGate,
+    WaveState,
     WindowKind,
+    format_duration,
 )
 
 __all__ = [
@@ -294,11 +297,14 @@ def advance(
     *,
     stop_the_line: str | None = None,
     frozen: Freeze | None = None,
+    wave: WaveState | None = None,
 ) -> RolloutDecision:
     """One pass of the rollout: as many steps as are complete, at most one exposure step.
 
     ``frozen`` (from :func:`freeze`) holds every step that would raise exposure; soaks and
-    analyses go on meanwhile."""
+    analyses go on meanwhile. ``wave`` is the release ``rollout.after`` waits for: until it
+    has ``after.grayscale`` for ``after.soak``, exposure does not rise either."""
+    waiting = _wave_wait(rollout.after, wave, now)
     p = progress or RolloutProgress(step=0, step_started_at=now, exposure=exposure)
     p = replace(p, exposure=exposure)
     steps = rollout.steps
@@ -386,6 +392,14 @@ def advance(
         where = f"step {p.step + 1}/{total} ({step.describe()})"
         if step.kind is StepKind.GRAYSCALE:
             assert step.grayscale is not None
+            if exposure < step.grayscale and waiting is not None:
+                return hold(
+                    Outcome.WAITING,
+                    Reason.WAITING_FOR_WAVE,
+                    f"{where}: holding at {exposure}%: {waiting[0]}",
+                    step.describe(),
+                    waiting[1],
+                )
             if exposure < step.grayscale and frozen is not None:
                 return hold(
                     Outcome.WAITING,
@@ -517,6 +531,24 @@ def _analyse(
         return None
     halted = replace(state, halt=str(reason), message=message, next_action="", next_time=None)
     return RolloutDecision(halted, Outcome.STALLED, reason, message)
+
+
+def _wave_wait(
+    gate: WaveGate | None, wave: WaveState | None, now: datetime
+) -> tuple[str, datetime | None] | None:
+    """Why the wave holds (and until when, if known), or None when it lets exposure rise."""
+    if gate is None:
+        return None
+    want = f"waiting for {gate.target_app} to reach {gate.grayscale}%"
+    if gate.soak:
+        want += f" for {format_duration(gate.soak)}"
+    if wave is None or wave.since is None or wave.exposure < gate.grayscale:
+        seen = 0 if wave is None else wave.exposure
+        return f"{want} ({gate.target_app} at {seen}%)", None
+    ready = wave.since + gate.soak
+    if now < ready:
+        return f"{want} ({gate.target_app} at {wave.exposure}% until {_clock(ready)})", ready
+    return None
 
 
 def _next_words(steps: tuple[RolloutStep, ...], index: int) -> str:

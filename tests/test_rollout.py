@@ -37,6 +37,8 @@ from controller.model import (
     StepKind,
     TargetApp,
     Verdict,
+    WaveGate,
+    WaveState,
     WindowKind,
     parse_duration,
 )
@@ -547,3 +549,30 @@ def test_decide_skips_freeze_windows_with_the_override() -> None:
         saturday,
     )
     assert forced.step is not None and forced.step.percent == 20
+
+
+# --------------------------------------------------------------------------------------------
+# waves across apps
+# --------------------------------------------------------------------------------------------
+
+AFTER_GCASH = replace(SCHEDULE, after=WaveGate("gcash", 50, parse_duration("24h")))
+
+
+@pytest.mark.parametrize(
+    ("wave", "raises"),
+    [
+        (None, False),
+        (WaveState(0, None), False),
+        (WaveState(20, T0 - timedelta(days=3)), False),
+        (WaveState(50, T0 - timedelta(hours=23)), False),
+        (WaveState(50, T0 - timedelta(hours=24)), True),
+        (WaveState(100, T0 - timedelta(days=2)), True),
+    ],
+    ids=["unobserved", "not-released", "too-low", "not-soaked", "soaked", "full"],
+)
+def test_a_wave_raises_only_after_the_app_before_it(wave: WaveState | None, raises: bool) -> None:
+    decision = advance(AFTER_GCASH, None, 0, (), T0, wave=wave)
+    assert (decision.target == 1) is raises
+    if not raises:
+        assert decision.reason is Reason.WAITING_FOR_WAVE
+        assert "waiting for gcash to reach 50% for 1d" in decision.message

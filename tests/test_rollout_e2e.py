@@ -201,3 +201,51 @@ def test_a_freeze_window_holds_raising_until_it_ends(tmp_path: Path) -> None:
         w.simulator.advance(2 * 3600)
         w.pass_once()
         assert shop(w).grayscale == 50
+
+
+WAVE_CONFIG = CONFIG.replace(
+    "analysisTemplates:",
+    "  tng: {name: Touch 'n Go, environment: production, testersMax: 20}\nanalysisTemplates:",
+)
+
+
+def wave_manifest(app: str, after: str | None) -> str:
+    document = yaml.safe_load(manifest(target_app=app, complete=True))
+    del document["spec"]["grayscale"]
+    rollout: dict[str, object] = {
+        "steps": [{"grayscale": 10}, {"grayscale": 50}, {"grayscale": 100}]
+    }
+    if after is not None:
+        rollout["after"] = {"targetApp": after, "grayscale": 50, "soak": "1h"}
+    document["spec"]["rollout"] = rollout
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def test_a_three_app_wave_goes_gcash_then_dana_then_tng(tmp_path: Path) -> None:
+    with make_world(
+        tmp_path, {"relctl.yaml": WAVE_CONFIG, "access.yaml": ACCESS}, pilot_apps=()
+    ) as w:
+        w.simulator.set_app(
+            "tng", pilot_required=False, review="manual", build_seconds=10, test_seconds=10
+        )
+        w.simulator.set_app("dana", grayscale_values=())
+        w.edit("releases/shop/gcash.yaml", wave_manifest("gcash", None))
+        w.edit("releases/shop/dana.yaml", wave_manifest("dana", "gcash"))
+        w.edit("releases/shop/tng.yaml", wave_manifest("tng", "dana"))
+        statuses = w.run_until(lambda s: len(s) == 3 and s["shop/gcash"].phase is Phase.RELEASED)
+        assert statuses["shop/dana"].grayscale == 0
+        assert statuses["shop/tng"].grayscale == 0
+        dana = statuses["shop/dana"].rollout
+        assert dana is not None and dana.halt == "WaitingForWave"
+        assert "waiting for gcash to reach 50% for 1h" in dana.message
+        w.simulator.advance(3600)
+        statuses = w.run_until(lambda s: s["shop/dana"].phase is Phase.RELEASED)
+        assert statuses["shop/tng"].grayscale == 0
+        w.simulator.advance(3600)
+        statuses = w.run_until(lambda s: s["shop/tng"].phase is Phase.RELEASED)
+        order = sorted(
+            (at, app)
+            for app in ("gcash", "dana", "tng")
+            for at in [statuses[f"shop/{app}"].rollout.step_started_at]  # type: ignore[union-attr]
+        )
+        assert [app for _at, app in order] == ["gcash", "dana", "tng"]

@@ -30,6 +30,7 @@ from controller.model import (
     RolloutStep,
     StepKind,
     TargetApp,
+    WaveGate,
     parse_duration,
 )
 from controller.repofiles import EntryKind, RepoFiles, check_path
@@ -275,6 +276,45 @@ class ReleaseChecker:
             paused=bool(data.get("paused", False)),
             abort=bool(data.get("abort", False)),
             override_freeze=bool(data.get("overrideFreeze", False)),
+            after=self._wave(data.get("after"), app, located, problems),
+        )
+
+    def _wave(
+        self,
+        data: Mapping[str, Any] | None,
+        app: TargetApp,
+        located: Any,
+        problems: list[Problem],
+    ) -> WaveGate | None:
+        """``after``: another declared target app, reachable grayscale."""
+        assert self.config is not None
+        if data is None:
+            return None
+        other = data["targetApp"]
+        where = ["spec", "rollout", "after", "targetApp"]
+        if other == app.id:
+            problems.append(
+                located().problem(
+                    where, "wave-self", f"a rollout on {app.id} cannot wait for {app.id} itself"
+                )
+            )
+            return None
+        if other not in self.config.target_apps:
+            declared = ", ".join(self.config.target_apps)
+            problems.append(
+                located().problem(
+                    where,
+                    "unknown-target-app",
+                    f"target app {quote(other)} is not declared in {CONFIG_FILE}",
+                    f"declared target apps: {declared}",
+                )
+            )
+            return None
+        soak = data.get("soak")
+        return WaveGate(
+            target_app=other,
+            grayscale=int(data["grayscale"]),
+            soak=parse_duration(soak) if soak else parse_duration("0s"),
         )
 
     def _testers(
