@@ -12,6 +12,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from gitutil import isolate_git
+from test_check import ACCESS as CHECK_ACCESS
+from test_check import BUDI, MARIA, Repo
+from test_check import GCASH as CHECK_GCASH
 
 from controller.commands import CommandError, edit_rollout
 from controller.manifests import Severity, load_repository
@@ -239,3 +243,51 @@ def test_the_rollout_examples_are_valid_in_the_sample_repository(tmp_path: Path)
     assert sorted(r.key for r in result.releases if r.spec.rollout is not None) == [
         "coupons/dana", "coupons/gcash", "coupons/tng",
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# relctl check: who may abort, promote --full, override a freeze
+# --------------------------------------------------------------------------------------------
+
+JOSE = ("Jose", "jose@example.com")
+ACCESS_WITH_DEVELOPER = (
+    CHECK_ACCESS
+    + "  - {email: jose@example.com, name: Jose, role: developer, miniPrograms: [shop]}\n"
+)
+GCASH_ROLLOUT = MANIFEST.format(
+    app="gcash", steps="      - grayscale: 10\n      - grayscale: 100\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "who", "refused"),
+    [
+        ("    abort: true\n", JOSE, True),
+        ("    abort: true\n", BUDI, False),
+        ("    full: true\n", JOSE, True),
+        ("    full: true\n", MARIA, False),
+        ("    overrideFreeze: true\n", BUDI, True),
+        ("    overrideFreeze: true\n", MARIA, False),
+        ("    paused: true\n", JOSE, False),
+    ],
+    ids=["abort-developer", "abort-owner", "full-developer", "full-master",
+         "override-owner", "override-master", "pause-developer"],
+)  # fmt: skip
+def test_check_enforces_who_may_issue_which_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    line: str,
+    who: tuple[str, str],
+    refused: bool,
+) -> None:
+    isolate_git(monkeypatch, tmp_path / "home")
+    repo = Repo(
+        tmp_path / "repo", {"access.yaml": ACCESS_WITH_DEVELOPER, CHECK_GCASH: GCASH_ROLLOUT}
+    )
+    changed = GCASH_ROLLOUT.replace("  rollout:\n", "  rollout:\n" + line)
+    result = repo.pull_request({CHECK_GCASH: changed}, who)
+    found = [p for p in result.problems if p.code == "rollout-command"]
+    assert bool(found) is refused, result.problems
+    if refused:
+        assert found[0].path.startswith("spec.rollout.")
+        assert who[1] in found[0].message
