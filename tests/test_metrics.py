@@ -16,10 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
+from controller_world import make_world, manifest
 from sysdeps import require_program
 
 from controller.metrics import json_path, measure
-from controller.model import Metric, Provider
+from controller.model import Metric, Provider, Status
 from controller.platform.sim import Simulator
 from controller.rollout import judge
 
@@ -201,3 +203,56 @@ def test_prometheus_address_comes_from_the_environment(prometheus: str) -> None:
     assert found.value == 0.75
     (missing,) = measure(None, "rel", [metric], NOW, environ={})  # type: ignore[arg-type]
     assert missing.value is None and "RELCTL_PROMETHEUS_URL" in missing.error
+
+
+# --------------------------------------------------------------------------------------------
+# through the controller: real git, the simulator, a real metrics server
+# --------------------------------------------------------------------------------------------
+
+E2E_CONFIG = """\
+apiVersion: relctl/v1
+kind: Config
+targetApps:
+  gcash: {{name: GCash, environment: production, testersMax: 50}}
+analysisTemplates:
+  external:
+    metrics:
+      - name: external
+        provider: {provider}
+        query: '{query}'
+        {extra}
+        successCondition: result < 1
+"""
+
+
+def rollout_through_controller(tmp_path: Path, config: str) -> Status:
+    document = yaml.safe_load(manifest(complete=True))
+    del document["spec"]["grayscale"]
+    document["spec"]["rollout"] = {
+        "steps": [{"grayscale": 10}, {"analysis": {"template": "external"}}, {"grayscale": 50}]
+    }
+    with make_world(tmp_path, {"relctl.yaml": config}, pilot_apps=()) as w:
+        w.edit("releases/shop/gcash.yaml", yaml.safe_dump(document, sort_keys=False))
+        w.run_until(lambda s: "shop/gcash" in s and s["shop/gcash"].grayscale == 10)
+        w.pass_once()
+        w.pass_once()
+        return w.statuses()["shop/gcash"]
+
+
+def test_a_web_metric_gates_a_rollout(tmp_path: Path, server: Callable[[int, bytes], str]) -> None:
+    url = server(200, json.dumps({"errors": 0.25}).encode())
+    config = E2E_CONFIG.format(provider="web", query=url, extra="jsonPath: $.errors")
+    status = rollout_through_controller(tmp_path, config)
+    assert status.grayscale == 50
+    assert status.rollout is not None
+    assert [(r.value, r.result.value) for r in status.rollout.runs] == [(0.25, "Successful")]
+
+
+def test_a_prometheus_metric_halts_a_rollout(tmp_path: Path, prometheus: str) -> None:
+    config = E2E_CONFIG.format(
+        provider="prometheus", query="shop_crash_rate * 2", extra=f"address: {prometheus}"
+    )
+    status = rollout_through_controller(tmp_path, config)
+    assert status.grayscale == 10
+    assert status.rollout is not None and status.rollout.halt == "AnalysisFailed"
+    assert "external = 1.5 (not result < 1)" in status.rollout.message

@@ -249,3 +249,38 @@ def test_a_three_app_wave_goes_gcash_then_dana_then_tng(tmp_path: Path) -> None:
             for at in [statuses[f"shop/{app}"].rollout.step_started_at]  # type: ignore[union-attr]
         )
         assert [app for _at, app in order] == ["gcash", "dana", "tng"]
+
+
+def test_resume_continues_and_promote_full_skips_to_full_release(tmp_path: Path) -> None:
+    with make_world(tmp_path, {"relctl.yaml": CONFIG, "access.yaml": ACCESS}, pilot_apps=()) as w:
+        roll_to_first_step(tmp_path, w)
+        command(w, Command.PAUSE)
+        w.simulator.advance(7200)
+        w.pass_once()
+        assert shop(w).phase is Phase.PAUSED
+        command(w, Command.RESUME)
+        w.pass_once()  # the soak is over: the analysis starts
+        status = shop(w)
+        assert status.rollout is not None and status.rollout.step == 2
+        assert status.phase is Phase.GRAYSCALE
+        command(w, Command.PROMOTE_FULL)
+        w.pass_once()
+        w.pass_once()
+        status = shop(w)
+        assert status.phase is Phase.RELEASED and status.grayscale == 100
+        assert len(w.effects("full_release")) == 1
+
+
+def test_on_failure_cancel_cancels_the_version(tmp_path: Path) -> None:
+    with make_world(tmp_path, {"relctl.yaml": CONFIG, "access.yaml": ACCESS}, pilot_apps=()) as w:
+        w.edit(PATH, rollout_manifest(onFailure="cancel"))
+        w.run_until(lambda s: KEY in s and s[KEY].grayscale == 10)
+        w.simulator.set_metrics(release_id(w), crash_rate=12.0)
+        w.simulator.advance(3601)
+        w.pass_once()
+        w.pass_once()
+        w.pass_once()
+        status = shop(w)
+        assert status.phase is Phase.CANCELED
+        assert any(e.reason == "AnalysisFailed" for e in status.history)
+        assert len(w.effects("cancel")) == 1
