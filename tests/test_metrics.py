@@ -122,9 +122,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prometheus for the module (it takes seconds to start and scrape)."""
     binary = require_program("prometheus", "prometheus")
+    tmp_path = tmp_path_factory.mktemp("prometheus")
 
     class Exporter(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
