@@ -183,6 +183,13 @@ def test_retry_runs_the_analysis_again() -> None:
     assert passed.target == 20
 
 
+def test_abort_cancels_wherever_the_rollout_is() -> None:
+    for index in range(len(SCHEDULE.steps)):
+        decision = advance(replace(SCHEDULE, abort=True), at_step(index), 1, (), T0)
+        assert decision.cancel and decision.target is None
+        assert decision.reason is Reason.ABORTING
+
+
 def test_on_failure_cancel_cancels() -> None:
     decision = advance(
         replace(SCHEDULE, on_failure=OnFailure.CANCEL), at_step(2), 1, (crash_rate(9),), T0
