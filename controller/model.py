@@ -415,7 +415,7 @@ class Observed:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One reading of a metric (I/O done by ``controller.metrics``; judged purely)."""
+    """One reading of a metric (I/O done by ``controller.analysis``; judged purely)."""
 
     metric: str
     time: datetime

@@ -32,7 +32,7 @@ from controller.manifests import (
     Severity,
     load_repository,
 )
-from controller.metrics import measure
+from controller.analysis import measure
 from controller.model import (
     Action,
     ConditionStatus,

@@ -20,7 +20,7 @@ import yaml
 from controller_world import make_world, manifest
 from sysdeps import require_program
 
-from controller.metrics import json_path, measure
+from controller.analysis import json_path, measure
 from controller.model import Metric, Provider, Status
 from controller.platform.sim import Simulator
 from controller.rollout import judge
