@@ -23,6 +23,7 @@ from typing import Protocol
 
 from controller.access import Ledger, TrustState
 from controller.act import ActResult, act
+from controller.analysis import measure
 from controller.gitops import GitTree, PushResult, Workspace
 from controller.manifests import (
     CONFIG_FILE,
@@ -32,7 +33,6 @@ from controller.manifests import (
     Severity,
     load_repository,
 )
-from controller.analysis import measure
 from controller.model import (
     Action,
     ConditionStatus,
