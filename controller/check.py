@@ -19,6 +19,9 @@ code                        refused when
 ``status-edited``           the change touches ``status/`` (the controller owns it)
 ``forbidden``               a commit changes what its author has no right to change
 ``release-removed``         (warning) a manifest is deleted: the controller stops managing it
+``rollout-command``         ``spec.rollout.abort`` or ``full`` (``relctl abort``, ``promote
+                            --full``) set by someone who is not an owner of the mini program
+                            or a master; ``overrideFreeze`` by someone who is not a master
 =========================== ================================================================
 
 "The change" is the difference between the merge base of base and head and head (``git diff
@@ -53,8 +56,10 @@ from controller.manifests import (
     MANIFEST_SUFFIXES,
     RELEASES_DIR,
     YAML_SIZE_LIMIT,
+    Access,
     LoadResult,
     Problem,
+    Role,
     Severity,
     load_repository,
     problem_at,
@@ -147,6 +152,8 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
         for file in manifests:
             problems.extend(change.judge(file))
         problems.extend(_status_edits(head_tree, changed))
+        access = load_repository(base_tree, [ACCESS_FILE]).access
+        problems.extend(_rollout_commands(repo_root, fork_sha, head_sha, change, access))
         problems.extend(_forbidden(repo_root, base_sha, head_sha))
     return CheckResult(
         base=base_sha,
@@ -425,6 +432,59 @@ def _forbidden(repo_root: Path, base_sha: str, head_sha: str) -> Iterator[Proble
 # --------------------------------------------------------------------------------------------
 # git and small helpers
 # --------------------------------------------------------------------------------------------
+
+
+#: Rollout fields only some roles may set: (field, who may, the roles that may).
+_GUARDED_FIELDS = (
+    ("abort", "relctl abort", (Role.OWNER, Role.MASTER)),
+    ("full", "relctl promote --full", (Role.OWNER, Role.MASTER)),
+    ("overrideFreeze", "the freeze-window override", (Role.MASTER,)),
+)
+
+
+def _rollout_commands(
+    repo_root: Path, fork_sha: str, head_sha: str, change: _Change, access: Access | None
+) -> Iterator[Problem]:
+    """``abort`` and ``promote --full`` need an owner of the mini program or a master, the
+    freeze override a master: every author of the change's commits to the manifest must be
+    one (under the access.yaml of the base)."""
+    for key, after in change.after.items():
+        rollout = after.spec.rollout
+        before = change.before.get(key)
+        if rollout is None or before is None:
+            continue
+        old = before.spec.rollout
+        set_now = {
+            "abort": rollout.abort and not (old is not None and old.abort),
+            "full": rollout.full and not (old is not None and old.full),
+            "overrideFreeze": rollout.override_freeze
+            and not (old is not None and old.override_freeze),
+        }
+        if not any(set_now.values()):
+            continue
+        log = _git(repo_root, "log", "--format=%ae", f"{fork_sha}..{head_sha}", "--", after.path)
+        authors = sorted(set(log.split()))
+        for field, words, roles in _GUARDED_FIELDS:
+            if not set_now[field]:
+                continue
+            for email in authors:
+                member = access.member(email) if access is not None else None
+                allowed = member is not None and (
+                    member.role is Role.MASTER
+                    or (member.role in roles and after.mini_program in member.mini_programs)
+                )
+                if allowed:
+                    continue
+                who = " or ".join(f"{r}" for r in roles)
+                yield problem_at(
+                    change.head,
+                    after.path,
+                    ["spec", "rollout", field],
+                    "rollout-command",
+                    f"{email} may not use {words} on {after.key}: it needs a {who}"
+                    + (" of the mini program" if Role.OWNER in roles else ""),
+                    f"ask a {who} to make this commit",
+                )
 
 
 def _merge_base(repo_root: Path, base_sha: str, head_sha: str) -> str:

@@ -26,12 +26,20 @@ from controller import __version__
 from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
 from controller.cli_platform import platform
+from controller.commands import Command, CommandError, run_command
 from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace, redact
 from controller.lease import Lease
 from controller.logs import setup_logging
-from controller.manifests import CONFIG_FILE, Severity, load_access, load_repository
+from controller.manifests import (
+    CONFIG_FILE,
+    RELEASES_DIR,
+    Severity,
+    load_access,
+    load_repository,
+)
 from controller.metrics import Metrics
+from controller.model import Status
 from controller.notify import Notifier, Outbox, configured_targets, notification_secrets
 from controller.output.report import (
     plan_report,
@@ -43,7 +51,14 @@ from controller.output.report import (
     trust_report,
 )
 from controller.output.table import status_rows
-from controller.output.text import check_summary, problem_line, progress_line, validate_summary
+from controller.output.text import (
+    check_summary,
+    problem_line,
+    progress_line,
+    rollout_text,
+    schedule_text,
+    validate_summary,
+)
 from controller.platform import open_platform
 from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
@@ -522,6 +537,12 @@ def plan(
         _fail(f"cannot read the platform: {exc}")
         return
     click.echo(plan_report(results, output), nl=False)
+    if output == "text":
+        loaded = load_repository(root)
+        apps = loaded.config.target_apps if loaded.config is not None else {}
+        for release in loaded.releases:
+            for line in schedule_text(release, apps.get(release.target_app)):
+                click.echo(line)
     sys.exit(0)
 
 
@@ -587,21 +608,42 @@ def check(base: str, head: str, repo: Path | None, output: str, strict: bool) ->
     show_default=True,
     help="text table for people, json for tools.",
 )
-def status(repo: Path | None, remote: str | None, branch: str, output: str) -> None:
-    """Show every release: mini program, app, version, phase, grayscale, since, reason."""
+@click.argument("mini_program", required=False)
+@click.argument("target_app", required=False)
+def status(
+    repo: Path | None,
+    remote: str | None,
+    branch: str,
+    output: str,
+    mini_program: str | None,
+    target_app: str | None,
+) -> None:
+    """Show every release: mini program, app, version, phase, grayscale, since, reason.
+
+    With MINI_PROGRAM TARGET_APP: that release's rollout, its steps with the current one
+    marked, the halt, the next action and the analysis runs."""
     if repo is not None and remote is not None:
         raise click.UsageError("give --repo or --remote, not both")
+    if (mini_program is None) != (target_app is None):
+        raise click.UsageError("give both MINI_PROGRAM and TARGET_APP, or neither")
     if remote is not None:
         with tempfile.TemporaryDirectory(prefix="relctl-status-") as temp:
             try:
                 with Workspace(remote, branch, Path(temp)) as workspace:
                     workspace.sync()
                     statuses = read_statuses(workspace.root)
+                    if mini_program is not None and target_app is not None:
+                        _release_detail(workspace.root, statuses, mini_program, target_app)
+                        return
             except GitError as exc:
                 _fail(str(exc))
                 return
     else:
-        statuses = read_statuses((repo or _find_repo(Path.cwd())).resolve())
+        root = (repo or _find_repo(Path.cwd())).resolve()
+        statuses = read_statuses(root)
+        if mini_program is not None and target_app is not None:
+            _release_detail(root, statuses, mini_program, target_app)
+            return
     rows = status_rows(statuses, datetime.now(UTC))
     width = shutil.get_terminal_size((120, 24)).columns
     click.echo(status_report(rows, output, width), nl=False)
@@ -816,6 +858,59 @@ def board(repo: Path | None, rev: str, work_tree: bool, listen: str, out: Path |
     server = BoardServer(board_app(source), sock)
     click.echo(f"relctl board: {server.url} (Ctrl-C to stop)")
     server.run()
+
+
+def _release_detail(root: Path, statuses: list[Status], mini_program: str, target_app: str) -> None:
+    key = f"{mini_program}/{target_app}"
+    loaded = load_repository(root, [f"{RELEASES_DIR}/{key}.yaml"])
+    release = next((r for r in loaded.releases if r.key == key), None)
+    if release is None:
+        _fail(f"{RELEASES_DIR}/{key}.yaml is missing or invalid (relctl validate says why)")
+        return
+    found = next((s for s in statuses if s.key == key), None)
+    click.echo(rollout_text(release, found), nl=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# rollout commands: each one a commit to the manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _rollout_command(name: str, command: Command, help_text: str) -> None:
+    @cli.command(name=name, help=help_text)
+    @click.argument("mini_program")
+    @click.argument("target_app")
+    @click.option(
+        "--repo",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="The clone to commit in (default: the current directory).",
+    )
+    @click.option("--message", "-m", help="Why: the body of the commit message.")
+    @click.option("--full", is_flag=True, hidden=name != "promote", help="Skip to 100%.")
+    def run_it(
+        mini_program: str, target_app: str, repo: Path | None, message: str | None, full: bool
+    ) -> None:
+        chosen = Command.PROMOTE_FULL if full and command is Command.PROMOTE else command
+        try:
+            done = run_command(
+                (repo or Path.cwd()).resolve(),
+                chosen,
+                mini_program,
+                target_app,
+                datetime.now(UTC),
+                message,
+            )
+        except CommandError as error:
+            _fail(str(error))
+            return
+        click.echo(f"{done.commit[:12]} {done.subject}\npush it (or open a pull request) to act")
+
+
+_rollout_command("promote", Command.PROMOTE, "Pass the current pause or halt (--full: to 100%).")
+_rollout_command("pause", Command.PAUSE, "Hold the rollout at its current exposure.")
+_rollout_command("resume", Command.RESUME, "Continue a paused rollout.")
+_rollout_command("retry", Command.RETRY, "Run a failed or inconclusive analysis again.")
+_rollout_command("abort", Command.ABORT, "Cancel the version on this app (irreversible).")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 What it sets up (everything under ``.relctl/demo/``, recreated on every run):
 
 * a bare git ``origin`` seeded from this project's own sample release repository
-  (``relctl.yaml``, ``access.yaml``, ``releases/``);
+  (``relctl.yaml``, ``access.yaml``, ``releases/``) and the rollout examples
+  (``examples/rollouts/coupons/``);
 * the embedded platform simulator with short build/test durations and a manual reviewer;
   GCash requires pilot testing, DANA and Touch 'n Go do not;
 * the controller daemon (``relctl run``) as a separate process, exactly as in production.
@@ -23,6 +24,9 @@ shop on tng           reviewer rejects it; developer fixes the description; 10%;
 rewards on gcash      pilot finds a blocker; the owner cancels the release        Canceled
 rewards on dana       10%, then 50%                                               Grayscale 50%
 rewards on tng        straight to full release                                    Released
+coupons on dana       nothing: a rollout schedule (5%, soak, analysis, 25%, ...)   Released
+coupons on tng        nothing; its crash rate spikes at 10%: the analysis fails   Halted 10%
+coupons on gcash      the rollout holds at 10% until Maria runs relctl promote    Released
 ====================  ==========================================================  ===============
 
 It exits 0 when every release reached its intended final state, 1 otherwise.
@@ -49,8 +53,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller.commands import Command, run_command
+from controller.manifests import load_repository
 from controller.model import ConditionStatus, ConditionType, Status
 from controller.output.table import format_status_table, status_rows
+from controller.output.text import rollout_text
 from controller.platform.protocol import Stage
 from controller.platform.sim import Simulator
 from controller.status import read_statuses
@@ -60,6 +67,7 @@ if TYPE_CHECKING:
 
 DEADLINE_SECONDS = 110
 SAMPLE_FILES = ("relctl.yaml", "access.yaml", "releases")
+ROLLOUT_EXAMPLES = "examples/rollouts/coupons"
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +85,8 @@ class Move:
     words: str
     #: Who commits it, when not the release's owner.
     author: tuple[str, str] | None = None
+    #: A rollout command (``relctl promote``) instead of an edit.
+    command: Command | None = None
 
 
 @dataclass
@@ -87,6 +97,8 @@ class Script:
     final_phase: str
     final_grayscale: int
     done: set[int] = field(default_factory=set)
+    #: The rollout halt it ends in (then Ready is False: it needs a person), if any.
+    final_halt: str | None = None
 
 
 SHOP_OWNER = ("Budi Hartono", "budi.hartono@example.com")
@@ -183,6 +195,23 @@ SCRIPTS = [
         "Released",
         100,
     ),
+    Script("coupons/dana", MASTER, [], "Released", 100),
+    Script("coupons/tng", MASTER, [], "Halted", 10, final_halt="AnalysisFailed"),
+    Script(
+        "coupons/gcash",
+        MASTER,
+        [
+            Move(
+                "Halted",
+                10,
+                {},
+                "10% looks healthy: relctl promote coupons gcash",
+                command=Command.PROMOTE,
+            )
+        ],
+        "Released",
+        100,
+    ),
 ]
 
 
@@ -235,9 +264,14 @@ def push_edit(clone: Path, script: Script, move: Move) -> str:
     path = clone / "releases" / mini_program / f"{target_app}.yaml"
     for _attempt in range(10):
         git(clone, "pull", "--quiet", "--rebase", "origin", "main")
-        path.write_text(edit_manifest(path.read_text(), move.edits))
         author = move.author or script.author
-        git(clone, "commit", "--quiet", "-am", f"{script.key}: {move.words}", author=author)
+        if move.command is not None:
+            git(clone, "config", "user.name", author[0])
+            git(clone, "config", "user.email", author[1])
+            run_command(clone, move.command, mini_program, target_app, datetime.now(UTC))
+        else:
+            path.write_text(edit_manifest(path.read_text(), move.edits))
+            git(clone, "commit", "--quiet", "-am", f"{script.key}: {move.words}", author=author)
         try:
             git(clone, "push", "--quiet", "origin", "HEAD:main")
             return git(clone, "rev-parse", "--short", "HEAD")
@@ -259,10 +293,15 @@ def setup(root: Path, demo: Path) -> tuple[Path, Path, Simulator]:
             shutil.copytree(source, seed / name)
         else:
             shutil.copy2(source, seed / name)
+    # The rollout examples: coupons on DANA, Touch 'n Go and GCash (docs/rollouts.md).
+    shutil.copytree(root / ROLLOUT_EXAMPLES, seed / "releases" / "coupons")
     git(demo, "init", "--quiet", "--bare", "-b", "main", str(origin))
     git(seed, "init", "--quiet", "-b", "main")
     git(seed, "add", "-A")
-    git(seed, "commit", "--quiet", "-m", "Release intents for shop 1.4.0 and rewards 2.0.1")
+    git(
+        seed, "commit", "--quiet", "-m",
+        "Release intents for shop 1.4.0, rewards 2.0.1 and coupons 1.0.0",
+    )  # fmt: skip
     git(seed, "push", "--quiet", str(origin), "main")
     git(demo, "clone", "--quiet", str(origin), str(team))
 
@@ -278,7 +317,18 @@ def setup(root: Path, demo: Path) -> tuple[Path, Path, Simulator]:
     )  # fmt: skip
     simulator.upload("shop", "1.4.0")
     simulator.upload("rewards", "2.0.1")
+    simulator.upload("coupons", "1.0.0")
     return origin, team, simulator
+
+
+def crash_spike(simulator: Simulator, spiked: set[str]) -> None:
+    """coupons 1.0.0 crashes on Touch 'n Go once users have it (scripted feedback)."""
+    for snapshot in simulator.releases():
+        label = f"{snapshot.mini_program}/{snapshot.target_app}"
+        if label == "coupons/tng" and snapshot.stage is Stage.GRAYSCALE and label not in spiked:
+            spiked.add(label)
+            simulator.set_metrics(snapshot.release_id, crash_rate=7.5, error_rate=0.4)
+            say("platform", f"{label}: crash rate 7.5% at {snapshot.grayscale}% (a bad build)")
 
 
 def reviewer(simulator: Simulator, rejected: set[str]) -> None:
@@ -302,12 +352,12 @@ def converged(statuses: dict[str, Status]) -> bool:
         if status is None:
             return False
         ready = status.condition(ConditionType.READY)
-        if (
-            status.phase != script.final_phase
-            or status.grayscale != script.final_grayscale
-            or ready is None
-            or ready.status is not ConditionStatus.TRUE
-        ):
+        if status.phase != script.final_phase or status.grayscale != script.final_grayscale:
+            return False
+        if script.final_halt is not None:
+            if status.rollout is None or status.rollout.halt != script.final_halt:
+                return False
+        elif ready is None or ready.status is not ConditionStatus.TRUE:
             return False
     return True
 
@@ -336,7 +386,11 @@ def main() -> int:
     anchor = subprocess.run(
         ["git", "rev-parse", "main"], cwd=origin, check=True, capture_output=True, text=True
     ).stdout.strip()
-    say("setup", f"origin {origin.relative_to(root)} seeded from ./releases (6 releases)")
+    seeded = (
+        f"origin {origin.relative_to(root)} seeded from ./releases and ./{ROLLOUT_EXAMPLES} "
+        f"({len(SCRIPTS)} releases)"
+    )
+    say("setup", seeded)
     say("setup", "simulator: gcash needs pilot testing; builds and tests take 1 s")
     board = start_board(origin) if os.environ.get("BOARD") == "1" else None
     try:
@@ -392,8 +446,10 @@ def run_team(
     statuses: dict[str, Status] = {}
     ok = False
     try:
+        spiked: set[str] = set()
         while time.monotonic() < deadline and controller.poll() is None:
             reviewer(simulator, rejected)
+            crash_spike(simulator, spiked)
             git(team, "pull", "--quiet", "--rebase", "origin", "main")
             statuses = {s.key: s for s in read_statuses(team)}
             for script in SCRIPTS:
@@ -429,11 +485,16 @@ def run_team(
     print("\nrelctl status:\n")
     rows = status_rows(list(statuses.values()), datetime.now(UTC))
     print(format_status_table(rows, width=shutil.get_terminal_size((120, 24)).columns))
+    loaded = load_repository(team)
+    for release in loaded.releases:
+        if release.spec.rollout is not None:
+            print(f"\nrelctl status {release.mini_program} {release.target_app}:\n")
+            print(rollout_text(release, statuses.get(release.key)), end="")
     print("\nstatus commits written by the controller (git log -- status/):\n")
     print(git(team, "log", "--format=  %h %an: %s", "--", "status/"))
     elapsed = time.monotonic() - _started
     if ok:
-        print(f"\nAll 6 releases reached their intended state in {elapsed:.0f} s.")
+        print(f"\nAll {len(SCRIPTS)} releases reached their intended state in {elapsed:.0f} s.")
         print(
             f"Explore: git -C {team.relative_to(root)} log --stat; "
             f"relctl platform --db {(demo / 'platform.db').relative_to(root)} releases"

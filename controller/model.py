@@ -15,7 +15,7 @@ import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +64,182 @@ class RepoConfig:
     require_signed_commits: bool = False
     #: ``notifications:`` targets as written (schema-checked); ``controller.notify`` reads them.
     notifications: tuple[Mapping[str, Any], ...] = ()
+    #: Analysis templates of progressive rollouts, by name (``analysisTemplates``).
+    analysis_templates: Mapping[str, AnalysisTemplate] = field(default_factory=dict)
+    #: ``stopTheLine``: when set, every rollout holds its current exposure; the text says why.
+    stop_the_line: str | None = None
+    #: ``freezeWindows``: when rollouts may (allow) or may not (deny) raise exposure.
+    freeze_windows: tuple[FreezeWindow, ...] = ()
+
+
+class WindowKind(StrEnum):
+    DENY = "deny"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True)
+class FreezeWindow:
+    """A time window as cron schedule + duration + time zone (Spinnaker's execution windows).
+
+    In a deny window no rollout raises exposure; when a target app has allow windows, it
+    raises exposure only inside one of them."""
+
+    name: str
+    kind: WindowKind
+    #: Five-field cron expression of each window's start, in ``time_zone``.
+    schedule: str
+    duration: timedelta
+    time_zone: str = "UTC"
+    #: The target apps it applies to; empty: every app.
+    target_apps: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Progressive rollouts (spec.rollout, analysisTemplates in relctl.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+class Provider(StrEnum):
+    """Where a metric of an analysis comes from."""
+
+    PLATFORM = "platform"  # the adapter's get_feedback
+    PROMETHEUS = "prometheus"  # an instant query over Prometheus' HTTP API
+    WEB = "web"  # GET a URL, a JSONPath into the JSON body
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measurement of an analysis template and the conditions that judge it."""
+
+    name: str
+    provider: Provider
+    #: platform: crashRate | errorRate | usersOnVersion; prometheus: PromQL; web: URL.
+    query: str
+    #: A condition over ``result``, e.g. ``result < 1.5`` (see ``controller.rollout``).
+    success_condition: str
+    failure_condition: str | None = None
+    #: web: where the value is in the JSON body, e.g. ``$.data.crashRate``.
+    json_path: str | None = None
+    #: prometheus: the server's base URL (the environment's RELCTL_PROMETHEUS_URL otherwise).
+    address: str | None = None
+    interval: timedelta = timedelta(0)
+    count: int = 1
+    failure_limit: int = 0
+    inconclusive_limit: int = 0
+    #: Fewer users on the version than this makes a measurement Inconclusive.
+    min_sample_users: int = 0
+
+
+@dataclass(frozen=True)
+class AnalysisTemplate:
+    name: str
+    metrics: tuple[Metric, ...]
+
+
+class StepKind(StrEnum):
+    GRAYSCALE = "grayscale"
+    PAUSE = "pause"
+    ANALYSIS = "analysis"
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    """One step of a rollout schedule."""
+
+    kind: StepKind
+    #: grayscale: the exposure, already snapped to what the target app offers.
+    grayscale: int | None = None
+    #: pause: the soak time; None waits for ``relctl promote``.
+    duration: timedelta | None = None
+    #: analysis: the resolved template from relctl.yaml.
+    template: AnalysisTemplate | None = None
+
+    def describe(self) -> str:
+        if self.kind is StepKind.GRAYSCALE:
+            return f"grayscale {self.grayscale}%"
+        if self.kind is StepKind.PAUSE:
+            if self.duration is None:
+                return "pause until promoted"
+            return f"pause {format_duration(self.duration)}"
+        assert self.template is not None
+        return f"analysis {self.template.name}"
+
+
+@dataclass(frozen=True)
+class WaveGate:
+    """``after``: wait for another target app of the same version to reach ``grayscale`` and
+    hold it for ``soak`` (GCash first, then DANA, then Touch 'n Go)."""
+
+    target_app: str
+    grayscale: int
+    soak: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class WaveState:
+    """What the platform shows of the release the wave waits for (observed by reconcile)."""
+
+    exposure: int
+    #: When its exposure last changed (None: no release yet).
+    since: datetime | None
+
+
+class OnFailure(StrEnum):
+    PAUSE = "pause"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """``spec.rollout``: the schedule and the commands people gave (tokens in git)."""
+
+    steps: tuple[RolloutStep, ...]
+    on_failure: OnFailure = OnFailure.PAUSE
+    #: ``relctl promote``: a new token passes the current pause (or halt).
+    promoted_at: str | None = None
+    #: ``relctl promote --full``: skip the rest of the schedule to 100%.
+    full: bool = False
+    #: ``relctl retry``: a new token runs the failed analysis again.
+    retry: str | None = None
+    #: ``relctl pause`` / ``resume``: hold the current exposure.
+    paused: bool = False
+    #: ``relctl abort``: cancel the version on this target (irreversible).
+    abort: bool = False
+    #: Emergency override: freeze windows do not hold this rollout.
+    override_freeze: bool = False
+    #: A wave: exposure rises only once another target app got far enough.
+    after: WaveGate | None = None
+
+
+def format_duration(value: timedelta) -> str:
+    """``2h``, ``90m``, ``1d``, ``45s``: the largest unit that divides the duration."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``2h``, ``1d`` or a sum such as ``1h30m``. Raises ValueError."""
+    total = 0
+    number = ""
+    if not text:
+        raise ValueError("empty duration")
+    for char in text:
+        if char.isascii() and char.isdigit():
+            number += char
+        elif char in _DURATION_UNITS and number:
+            total += int(number) * _DURATION_UNITS[char]
+            number = ""
+        else:
+            raise ValueError(f"not a duration: {text!r} (e.g. 30s, 15m, 2h, 1d, 1h30m)")
+    if number:
+        raise ValueError(f"not a duration: {text!r} (a unit is missing: s, m, h or d)")
+    return timedelta(seconds=total)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +278,8 @@ class ReleaseSpec:
     cancel: bool = False
     supersede: bool = False
     paused: bool = False
+    #: The progressive schedule; when set, the controller raises grayscale itself.
+    rollout: Rollout | None = None
 
 
 def digest(value: Any) -> str:
@@ -124,6 +302,61 @@ def spec_to_dict(spec: ReleaseSpec) -> dict[str, Any]:
         "cancel": spec.cancel,
         "supersede": spec.supersede,
         "paused": spec.paused,
+        **({} if spec.rollout is None else {"rollout": rollout_to_dict(spec.rollout)}),
+    }
+
+
+def rollout_to_dict(rollout: Rollout) -> dict[str, Any]:
+    """The rollout as plain data, templates resolved (a template change changes the hash)."""
+    steps: list[dict[str, Any]] = []
+    for step in rollout.steps:
+        if step.kind is StepKind.GRAYSCALE:
+            steps.append({"grayscale": step.grayscale})
+        elif step.kind is StepKind.PAUSE:
+            duration = None if step.duration is None else step.duration.total_seconds()
+            steps.append({"pause": {"duration": duration}})
+        else:
+            assert step.template is not None
+            steps.append(
+                {
+                    "analysis": {
+                        "template": step.template.name,
+                        "metrics": [
+                            {
+                                "name": m.name,
+                                "provider": m.provider.value,
+                                "query": m.query,
+                                "successCondition": m.success_condition,
+                                "failureCondition": m.failure_condition,
+                                "jsonPath": m.json_path,
+                                "address": m.address,
+                                "interval": m.interval.total_seconds(),
+                                "count": m.count,
+                                "failureLimit": m.failure_limit,
+                                "inconclusiveLimit": m.inconclusive_limit,
+                                "minSampleUsers": m.min_sample_users,
+                            }
+                            for m in step.template.metrics
+                        ],
+                    }
+                }
+            )
+    return {
+        "steps": steps,
+        "onFailure": rollout.on_failure.value,
+        "promotedAt": rollout.promoted_at,
+        "full": rollout.full,
+        "retry": rollout.retry,
+        "paused": rollout.paused,
+        "abort": rollout.abort,
+        "overrideFreeze": rollout.override_freeze,
+        "after": None
+        if rollout.after is None
+        else {
+            "targetApp": rollout.after.target_app,
+            "grayscale": rollout.after.grayscale,
+            "soak": rollout.after.soak.total_seconds(),
+        },
     }
 
 
@@ -172,6 +405,68 @@ class Observed:
     release: ReleaseSnapshot | None = None
     #: Other releases of the same mini program on this target (older or newer versions).
     others: tuple[ReleaseSnapshot, ...] = ()
+    #: Measurements taken in this pass for the rollout's current analysis step.
+    measurements: tuple[Measurement, ...] = ()
+    #: relctl.yaml's ``stopTheLine``: every rollout holds its exposure; the text says why.
+    stop_the_line: str | None = None
+    #: relctl.yaml's ``freezeWindows``.
+    freeze_windows: tuple[FreezeWindow, ...] = ()
+    #: The release a rollout's ``after`` waits for, as the platform shows it.
+    wave: WaveState | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One reading of a metric (I/O done by ``controller.analysis``; judged purely)."""
+
+    metric: str
+    time: datetime
+    #: None when the provider had no data (or failed: ``error`` says why).
+    value: float | None
+    #: Users on the version when the provider knows it (platform), else None.
+    sample: int | None = None
+    error: str = ""
+
+
+class Verdict(StrEnum):
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """One judged measurement of the current analysis step (kept in the status)."""
+
+    metric: str
+    time: datetime
+    value: float | None
+    sample: int | None
+    condition: str
+    result: Verdict
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutProgress:
+    """The controller's memory of a rollout: survives restarts in the status file."""
+
+    #: Index of the current step; ``len(steps)`` when the schedule is done.
+    step: int
+    step_started_at: datetime
+    #: The exposure in effect (the platform's grayscale when last observed).
+    exposure: int = 0
+    #: Analysis runs of the current step.
+    runs: tuple[AnalysisRun, ...] = ()
+    #: The last ``promotedAt`` and ``retry`` tokens consumed.
+    promoted: str | None = None
+    retried: str | None = None
+    #: Why the rollout is halted (a Reason), with the words a person reads; None: moving.
+    halt: str | None = None
+    message: str = ""
+    #: What happens next and its earliest time (None: needs a person).
+    next_action: str = ""
+    next_time: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +490,8 @@ class Phase(StrEnum):
     CANCELED = "Canceled"
     ARCHIVED = "Archived"
     PAUSED = "Paused"
+    #: A rollout holds its exposure (analysis, stop the line, waiting for a person).
+    HALTED = "Halted"
     INVALID = "Invalid"
     FORBIDDEN = "Forbidden"
 
@@ -244,6 +541,18 @@ class Reason(StrEnum):
     ARCHIVED = "Archived"
     PAUSED = "Paused"
     RETRY_BACKOFF = "RetryBackoff"
+    # rollouts
+    SOAKING = "Soaking"
+    ANALYZING = "Analyzing"
+    STEP_COMPLETED = "StepCompleted"
+    WAITING_FOR_PROMOTION = "WaitingForPromotion"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    STOP_THE_LINE = "StopTheLine"
+    FREEZE_WINDOW = "FreezeWindow"
+    WAITING_FOR_WAVE = "WaitingForWave"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ABORTING = "Aborting"
     # stalled: needs a person
     BUILD_FAILED = "BuildFailed"
     COMPATIBILITY_FAILED = "CompatibilityFailed"
@@ -358,6 +667,7 @@ class Status:
     next_retry: datetime | None = None
     errors: tuple[Validation, ...] = ()
     history: tuple[Event, ...] = ()
+    rollout: RolloutProgress | None = None
 
     @property
     def key(self) -> str:
@@ -437,6 +747,8 @@ class Plan:
     reason: Reason
     message: str
     step: Step | None = None
+    #: The rollout's progress after this decision (None: no rollout, or not started).
+    rollout: RolloutProgress | None = None
 
 
 #: Values from the repository or the platform quoted into messages are cut to this length.

@@ -40,7 +40,7 @@ Called by ``controller.reconcile`` (``reconcile_release``, ``plan_repository``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,7 @@ from controller.model import (
     Reason,
     Release,
     ReleaseSpec,
+    RolloutProgress,
     Status,
     Step,
     digest,
@@ -71,6 +72,7 @@ from controller.platform.rules import (
     SUPERSEDE_REQUIRED_STAGES,
     Version,
 )
+from controller.rollout import advance, freeze
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -241,7 +243,8 @@ def _reconcile_paused(ctx: _Pass) -> Plan | None:
 
 
 def _reconcile_cancel(ctx: _Pass) -> Plan | None:
-    if not ctx.spec.cancel:
+    aborted = ctx.spec.rollout is not None and ctx.spec.rollout.abort
+    if not ctx.spec.cancel and not aborted:
         return None
     snapshot = ctx.observed.release
     if snapshot is None:
@@ -275,9 +278,10 @@ def _reconcile_cancel(ctx: _Pass) -> Plan | None:
             f"{ctx.version} is fully released on {ctx.app} since {since}; a full release "
             "cannot be canceled: release a newer version, or set cancel: false",
         )
+    why = "cancel: true" if ctx.spec.cancel else "relctl abort"
     return ctx.act(
         Reason.CANCELING,
-        f"canceling {ctx.version} on {ctx.app} ({_stage_words(snapshot)}; cancel: true); "
+        f"canceling {ctx.version} on {ctx.app} ({_stage_words(snapshot)}; {why}); "
         "final for this version",
         ctx.step(Action.CANCEL, snapshot, snapshot.release_id),
     )
@@ -426,8 +430,13 @@ def _pilot_testing(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan:
 
 
 def _release_preparation(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan:
-    """Release preparation and grayscale p: move to ``grayscale`` (100 = full release)."""
-    return _reconcile_basic_info(ctx, snapshot) or _reconcile_grayscale(ctx, snapshot)
+    """Release preparation and grayscale p: move to ``grayscale`` (100 = full release), or
+    along ``rollout``'s schedule."""
+    return (
+        _reconcile_basic_info(ctx, snapshot)
+        or _reconcile_rollout(ctx, snapshot)
+        or _reconcile_grayscale(ctx, snapshot)
+    )
 
 
 def _full_release(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan:
@@ -438,6 +447,8 @@ def _full_release(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan:
             f"released to all users of {ctx.app} since {since}; creating the QR code",
             ctx.step(Action.CREATE_QR_CODE, snapshot, snapshot.release_id, ctx.release.spec_hash),
         )
+    if ctx.spec.rollout is not None:
+        return _rollout_released(ctx, since)
     if ctx.spec.grayscale < 100:
         return ctx.plan(
             Outcome.STALLED,
@@ -656,8 +667,74 @@ def _reconcile_complete_testing(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan |
     )
 
 
-def _reconcile_grayscale(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan:
-    desired = ctx.spec.grayscale
+def _reconcile_rollout(ctx: _Pass, snapshot: ReleaseSnapshot) -> Plan | None:
+    """``spec.rollout``: the schedule says the exposure (``controller.rollout``)."""
+    rollout = ctx.spec.rollout
+    if rollout is None:
+        return None
+    current = snapshot.grayscale if snapshot.stage is Stage.GRAYSCALE else 0
+    progress = ctx.own_status.rollout if ctx.own_status else None
+    decision = advance(
+        rollout,
+        progress,
+        current,
+        ctx.observed.measurements,
+        ctx.now,
+        stop_the_line=ctx.observed.stop_the_line,
+        frozen=None
+        if rollout.override_freeze
+        else freeze(ctx.observed.freeze_windows, ctx.app, ctx.now),
+        wave=ctx.observed.wave,
+    )
+    if decision.cancel:
+        plan = ctx.act(
+            decision.reason,
+            decision.message,
+            ctx.step(Action.CANCEL, snapshot, snapshot.release_id, "rollout"),
+        )
+    elif decision.target is not None:
+        plan = _reconcile_grayscale(ctx, snapshot, decision.target)
+        plan = replace(plan, message=decision.message)
+    else:
+        phase = derive_phase(ctx.release, snapshot)
+        if decision.reason is Reason.ROLLOUT_PAUSED:
+            phase = Phase.PAUSED
+        elif decision.progress.halt is not None:
+            phase = Phase.HALTED
+        plan = Plan(
+            release=ctx.release.key,
+            phase=phase,
+            outcome=decision.outcome,
+            reason=decision.reason,
+            message=decision.message,
+        )
+    return replace(plan, rollout=decision.progress)
+
+
+def _rollout_released(ctx: _Pass, since: str) -> Plan:
+    """Fully released under a rollout: the schedule is over, whatever step it was at."""
+    rollout = ctx.spec.rollout
+    assert rollout is not None
+    progress = ctx.own_status.rollout if ctx.own_status else None
+    if progress is None:
+        progress = RolloutProgress(step=len(rollout.steps), step_started_at=ctx.now)
+    done = replace(
+        progress,
+        step=len(rollout.steps),
+        exposure=100,
+        halt=None,
+        message="",
+        next_action="",
+        next_time=None,
+    )
+    plan = ctx.plan(
+        Outcome.DONE, Reason.RELEASED, f"released to all users of {ctx.app} since {since}"
+    )
+    return replace(plan, rollout=done)
+
+
+def _reconcile_grayscale(ctx: _Pass, snapshot: ReleaseSnapshot, desired: int | None = None) -> Plan:
+    desired = ctx.spec.grayscale if desired is None else desired
     current = snapshot.grayscale if snapshot.stage is Stage.GRAYSCALE else 0
     if desired < current:
         return ctx.plan(

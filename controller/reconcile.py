@@ -23,6 +23,7 @@ from typing import Protocol
 
 from controller.access import Ledger, TrustState
 from controller.act import ActResult, act
+from controller.analysis import measure
 from controller.gitops import GitTree, PushResult, Workspace
 from controller.manifests import (
     CONFIG_FILE,
@@ -37,6 +38,7 @@ from controller.model import (
     ConditionStatus,
     ConditionType,
     Event,
+    FreezeWindow,
     Observed,
     Outcome,
     Plan,
@@ -44,12 +46,14 @@ from controller.model import (
     Release,
     Status,
     Validation,
+    WaveState,
     cut,
 )
 from controller.plan import decide
 from controller.platform.errors import PlatformError
-from controller.platform.protocol import Platform
+from controller.platform.protocol import Platform, Stage
 from controller.repofiles import RepoFiles, WorkTree
+from controller.rollout import measurements_due
 from controller.state import ControllerState
 from controller.status import (
     STATUS_DIR,
@@ -153,6 +157,55 @@ def observe(platform: Platform, release: Release) -> Observed:
     return Observed(version_uploaded=uploaded, release=mine, others=others)
 
 
+def observe_rollout(
+    platform: Platform,
+    release: Release,
+    previous: Status | None,
+    observed: Observed,
+    now: datetime,
+    stop_the_line: str | None,
+    freeze_windows: tuple[FreezeWindow, ...] = (),
+) -> Observed:
+    """The rollout's inputs to ``decide``: stop the line, and the measurements of the current
+    analysis step that are due (the controller's memory says which step is current)."""
+    rollout = release.spec.rollout
+    snapshot = observed.release
+    if rollout is None or snapshot is None:
+        return observed
+    progress = (
+        previous.rollout
+        if previous is not None and previous.version == release.spec.version
+        else None
+    )
+    due = measurements_due(rollout, progress, now)
+    measurements = measure(platform, snapshot.release_id, due, now) if due else ()
+    wave = None
+    if rollout.after is not None:
+        wave = observe_wave(platform, release, rollout.after.target_app)
+    return replace(
+        observed,
+        measurements=measurements,
+        stop_the_line=stop_the_line,
+        freeze_windows=freeze_windows,
+        wave=wave,
+    )
+
+
+def observe_wave(platform: Platform, release: Release, target_app: str) -> WaveState:
+    """The same version on ``target_app``: its exposure, and when the platform last changed
+    the release (a conservative start for the wave's soak: never earlier than the exposure
+    was reached)."""
+    found = platform.find_releases(release.mini_program, target_app)
+    mine = next((r for r in found if r.version == release.spec.version), None)
+    if mine is None:
+        return WaveState(exposure=0, since=None)
+    if mine.stage is Stage.FULL_RELEASE:
+        return WaveState(100, mine.stage_times.get(Stage.FULL_RELEASE, mine.updated_at))
+    if mine.stage is Stage.GRAYSCALE:
+        return WaveState(mine.grayscale, mine.updated_at)
+    return WaveState(exposure=0, since=None)
+
+
 # --------------------------------------------------------------------------------------------
 # one release
 # --------------------------------------------------------------------------------------------
@@ -167,10 +220,13 @@ def reconcile_release(
     *,
     dry_run: bool = False,
     intent: IntentCheck | None = None,
+    stop_the_line: str | None = None,
+    freeze_windows: tuple[FreezeWindow, ...] = (),
 ) -> ReleaseResult:
     """One release, as a straight line: observe -> decide -> act -> re-observe -> status.
 
-    ``previous`` is the controller's own memory of the release. ``intent`` is asked before an
+    ``previous`` is the controller's own memory of the release; ``stop_the_line`` is
+    relctl.yaml's ``stopTheLine`` (every rollout holds). ``intent`` is asked before an
     irreversible step and raises :class:`MainMoved` when main is no longer ``commit``.
     Never raises anything else for the platform's sake: a failure is recorded on the release.
     """
@@ -179,6 +235,9 @@ def reconcile_release(
         return ReleaseResult(key=release.key, status=previous)
     try:
         observed = observe(platform, release)
+        observed = observe_rollout(
+            platform, release, previous, observed, now, stop_the_line, freeze_windows
+        )
     except PlatformError as error:
         status = observation_failed(release, previous, commit, error, now)
         return _result(release.key, previous, status)
@@ -196,8 +255,9 @@ def reconcile_release(
         if intent is not None and plan.step.action in IRREVERSIBLE:
             intent()
         result = act(platform, release, plan.step)
-        # Also after a failure: an Unknown result may have taken effect.
-        after = _reobserve(platform, release, observed, result)
+        # Also after a failure: an Unknown result may have taken effect. The measurements
+        # were judged by the first decision: the second must not count them again.
+        after = replace(_reobserve(platform, release, observed, result), measurements=())
     status = build_status(release, previous, plan, result, after, commit, now)
     if result is not None and result.ok:
         # What the observation after the step means: the conditions say what comes next.
@@ -306,6 +366,7 @@ def _untrusted(status: Status | None) -> Status | None:
         compatibility=None,
         last_error=None,
         next_retry=None,
+        rollout=None,
     )
 
 
@@ -413,8 +474,10 @@ def reconcile_repository(
                 item = ReleaseResult(key=release.key, status=before)
             else:
                 item = reconcile_release(
-                    platform, release, before, commit, now, dry_run=dry_run, intent=intent
-                )
+                    platform, release, before, commit, now, dry_run=dry_run, intent=intent,
+                    stop_the_line=loaded.config.stop_the_line,
+                    freeze_windows=loaded.config.freeze_windows,
+                )  # fmt: skip
                 if cache is not None:
                     cache.observed_at[release.key] = now
         except MainMoved as moved:

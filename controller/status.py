@@ -34,6 +34,7 @@ from controller.act import OBSERVE, ActResult, record_error, record_observation_
 from controller.model import (
     API_VERSION,
     Action,
+    AnalysisRun,
     CompatibilitySummary,
     Condition,
     ConditionStatus,
@@ -47,8 +48,10 @@ from controller.model import (
     Reason,
     Release,
     ReviewSummary,
+    RolloutProgress,
     Status,
     Validation,
+    Verdict,
     cut,
 )
 from controller.plan import derive_phase
@@ -223,8 +226,15 @@ def build_status(
     if applied_spec_hash is None and stage is not None and snapshot and snapshot.review:
         applied_spec_hash = release.spec_hash  # applied before a crash lost the record
 
+    effective = plan
     if after is not None and result is not None and result.ok:
         outcome, reason, message = after.outcome, str(after.reason), after.message
+        effective = after if after.rollout is not None else plan
+    rollout = _rollout_memory(effective.rollout, base.rollout)
+    history = _rollout_events(release, base.rollout, rollout, history, now)
+    phase = derive_phase(release, snapshot)
+    if effective.rollout is not None and effective.phase in (Phase.HALTED, Phase.PAUSED):
+        phase = effective.phase
     conditions = conditions_for(conditions, outcome, reason, message, now)
     return Status(
         mini_program=release.mini_program,
@@ -232,7 +242,7 @@ def build_status(
         version=release.spec.version,
         observed_commit=base.observed_commit,
         spec_hash=release.spec_hash,
-        phase=derive_phase(release, snapshot),
+        phase=phase,
         release_id=snapshot.release_id if snapshot else None,
         stage=stage,
         grayscale=snapshot.grayscale if snapshot else 0,
@@ -248,7 +258,56 @@ def build_status(
         next_retry=next_retry,
         errors=(),
         history=history,
+        rollout=rollout if release.spec.rollout is not None else None,
     )
+
+
+def _rollout_memory(
+    new: RolloutProgress | None, old: RolloutProgress | None
+) -> RolloutProgress | None:
+    """The rollout progress to keep, its times in whole UTC seconds (same state, same bytes)."""
+    progress = new if new is not None else old
+    if progress is None:
+        return None
+    return replace(
+        progress,
+        step_started_at=utc_seconds(progress.step_started_at),
+        next_time=None if progress.next_time is None else utc_seconds(progress.next_time),
+        runs=tuple(replace(run, time=utc_seconds(run.time)) for run in progress.runs),
+    )
+
+
+def _rollout_events(
+    release: Release,
+    old: RolloutProgress | None,
+    new: RolloutProgress | None,
+    history: tuple[Event, ...],
+    now: datetime,
+) -> tuple[Event, ...]:
+    """Every transition of a rollout is a line of history: steps done, halts, retries."""
+    rollout = release.spec.rollout
+    if rollout is None or new is None:
+        return history
+    steps = rollout.steps
+    first = 0 if old is None else old.step
+    for index in range(first, min(new.step, len(steps))):
+        history = append_event(
+            history,
+            Event(
+                now,
+                str(Reason.STEP_COMPLETED),
+                f"step {index + 1}/{len(steps)} done: {steps[index].describe()}",
+            ),
+        )
+    if new.halt is not None and (old is None or old.halt != new.halt):
+        history = append_event(history, Event(now, new.halt, new.message))
+    if old is not None and old.retried != new.retried and new.retried is not None:
+        history = append_event(
+            history, Event(now, "Retry", f"relctl retry ({new.retried}) at step {new.step + 1}")
+        )
+    if old is not None and old.promoted != new.promoted and new.promoted is not None:
+        history = append_event(history, Event(now, "Promoted", f"relctl promote ({new.promoted})"))
+    return history
 
 
 def carry_over(release: Release, previous: Status | None, commit: str) -> Status:
@@ -580,6 +639,8 @@ def status_to_data(status: Status) -> dict[str, Any]:
         body["nextRetry"] = _time(status.next_retry)
     if status.errors:
         body["errors"] = [_validation_data(e) for e in status.errors]
+    if status.rollout is not None:
+        body["rollout"] = _rollout_data(status.rollout)
     if status.history:
         body["history"] = [
             {"time": _time(e.time), "reason": e.reason, "message": e.message}
@@ -745,6 +806,80 @@ def _validation_data(error: Validation) -> dict[str, Any]:
     return data
 
 
+def _rollout_data(progress: RolloutProgress) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "step": progress.step,
+        "stepStartedAt": _time(progress.step_started_at),
+        "exposure": progress.exposure,
+    }
+    if progress.halt is not None:
+        data["halt"] = {"reason": progress.halt, "message": progress.message}
+    if progress.next_action:
+        data["next"] = {"action": progress.next_action}
+        if progress.next_time is not None:
+            data["next"]["earliest"] = _time(progress.next_time)
+    if progress.promoted is not None:
+        data["promoted"] = progress.promoted
+    if progress.retried is not None:
+        data["retried"] = progress.retried
+    if progress.runs:
+        data["analysisRuns"] = [
+            {
+                "metric": run.metric,
+                "time": _time(run.time),
+                "value": None if run.value is None else float(run.value),
+                "sampleUsers": run.sample,
+                "condition": run.condition,
+                "result": run.result.value,
+                "message": run.message,
+            }
+            for run in progress.runs
+        ]
+    return data
+
+
+def _rollout(data: Mapping[str, Any], where: str) -> RolloutProgress:
+    halt = _optional_mapping(data, "halt", where)
+    upcoming = _optional_mapping(data, "next", where)
+    runs = []
+    for index, item in enumerate(_items(data, "analysisRuns", where)):
+        at = f"{where}.analysisRuns[{index}]"
+        value = item.get("value")
+        sample = item.get("sampleUsers")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _CorruptStatus(f"{at}.value: not a number")
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
+            raise _CorruptStatus(f"{at}.sampleUsers: not an integer")
+        try:
+            verdict = Verdict(_str(item, "result", at))
+        except ValueError:
+            raise _CorruptStatus(f"{at}.result: unknown value") from None
+        runs.append(
+            AnalysisRun(
+                metric=_str(item, "metric", at),
+                time=_datetime(item, "time", at),
+                value=None if value is None else float(value),
+                sample=sample,
+                condition=_str(item, "condition", at),
+                result=verdict,
+                message=_str(item, "message", at),
+            )
+        )
+    earliest = None if upcoming is None else upcoming.get("earliest")
+    return RolloutProgress(
+        step=_int(data, "step", where),
+        step_started_at=_datetime(data, "stepStartedAt", where),
+        exposure=_int(data, "exposure", where),
+        runs=tuple(runs),
+        promoted=_optional_str(data, "promoted", where),
+        retried=_optional_str(data, "retried", where),
+        halt=None if halt is None else _str(halt, "reason", f"{where}.halt"),
+        message="" if halt is None else _str(halt, "message", f"{where}.halt"),
+        next_action="" if upcoming is None else _str(upcoming, "action", f"{where}.next"),
+        next_time=None if earliest is None else _to_datetime(earliest, f"{where}.next.earliest"),
+    )
+
+
 def _event(data: Mapping[str, Any], where: str) -> Event:
     return Event(
         time=_datetime(data, "time", where),
@@ -812,6 +947,7 @@ def _status_from_data(document: Any) -> Status:
 
     stage = _optional_str(body, "stage", where)
     next_retry = body.get("nextRetry")
+    rollout = _optional_mapping(body, "rollout", where)
     return Status(
         mini_program=_str(metadata, "miniProgram", "metadata"),
         target_app=_str(metadata, "targetApp", "metadata"),
@@ -832,6 +968,7 @@ def _status_from_data(document: Any) -> Status:
         next_retry=None if next_retry is None else _to_datetime(next_retry, f"{where}.nextRetry"),
         errors=errors,
         history=history,
+        rollout=None if rollout is None else _rollout(rollout, f"{where}.rollout"),
     )
 
 

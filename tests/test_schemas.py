@@ -106,6 +106,7 @@ EXAMPLE_KINDS = {
     "cancel.yaml": "Release",
     "supersede.yaml": "Release",
     "paused.yaml": "Release",
+    "rollout.yaml": "Release",
     "relctl.yaml": "Config",
     "access.yaml": "Access",
 }

@@ -7,17 +7,34 @@ along the history). Both return located problems, never raise on bad input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.patterns import PatternError, compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
 from controller.manifests.quoting import quote
-from controller.model import DEFAULT_TESTERS_MAX, DEFAULT_USER_ID_PATTERN, RepoConfig, TargetApp
+from controller.model import (
+    DEFAULT_TESTERS_MAX,
+    DEFAULT_USER_ID_PATTERN,
+    AnalysisTemplate,
+    FreezeWindow,
+    Metric,
+    Provider,
+    RepoConfig,
+    TargetApp,
+    WindowKind,
+    parse_duration,
+)
 from controller.repofiles import RepoFiles
+from controller.rollout import ConditionError, check_condition
 
 CONFIG_FILE = "relctl.yaml"
 ACCESS_FILE = "access.yaml"
@@ -103,6 +120,8 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             grayscale_values=tuple(sorted(values)) if values is not None else None,
             user_id_pattern=pattern,
         )
+    templates = _analysis_templates(files, value.get("analysisTemplates", {}), problems)
+    windows = _freeze_windows(files, value.get("freezeWindows", []), apps, problems)
     if problems:
         return None, problems
     return (
@@ -111,9 +130,125 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             platform=value.get("platform"),
             require_signed_commits=value.get("policy", {}).get("requireSignedCommits", False),
             notifications=tuple(value.get("notifications", ())),
+            analysis_templates=MappingProxyType(templates),
+            stop_the_line=value.get("stopTheLine"),
+            freeze_windows=windows,
         ),
         [],
     )
+
+
+def _freeze_windows(
+    files: RepoFiles,
+    data: list[Mapping[str, Any]],
+    apps: Mapping[str, TargetApp],
+    problems: list[Problem],
+) -> tuple[FreezeWindow, ...]:
+    """``freezeWindows``: cron schedules that parse, known time zones, declared apps."""
+    windows: list[FreezeWindow] = []
+    for index, item in enumerate(data):
+        where: list[str | int] = ["freezeWindows", index]
+        found: list[Problem] = []
+        if not croniter.is_valid(item["schedule"]) or len(item["schedule"].split()) != 5:
+            found.append(
+                located_in(files, CONFIG_FILE).problem(
+                    [*where, "schedule"],
+                    "freeze-schedule",
+                    f"{quote(item['schedule'])} is not a five-field cron expression",
+                    "minute hour day-of-month month day-of-week, e.g. 0 18 * * 5",
+                )
+            )
+        zone = item.get("timeZone", "UTC")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(
+                located_in(files, CONFIG_FILE).problem(
+                    [*where, "timeZone"],
+                    "freeze-time-zone",
+                    f"unknown time zone {quote(zone)}",
+                    "an IANA time zone, e.g. Asia/Manila or UTC",
+                )
+            )
+        for position, app in enumerate(item.get("targetApps", [])):
+            if app not in apps:
+                found.append(
+                    located_in(files, CONFIG_FILE).problem(
+                        [*where, "targetApps", position],
+                        "unknown-target-app",
+                        f"target app {quote(app)} is not declared under targetApps",
+                        f"declared target apps: {', '.join(sorted(apps)) or 'none'}",
+                    )
+                )
+        problems.extend(found)
+        if found:
+            continue
+        windows.append(
+            FreezeWindow(
+                name=item["name"],
+                kind=WindowKind(item["kind"]),
+                schedule=item["schedule"],
+                duration=parse_duration(item["duration"]),
+                time_zone=zone,
+                target_apps=tuple(item.get("targetApps", ())),
+            )
+        )
+    return tuple(windows)
+
+
+def _analysis_templates(
+    files: RepoFiles, data: Mapping[str, Any], problems: list[Problem]
+) -> dict[str, AnalysisTemplate]:
+    """``analysisTemplates``: conditions in the safe language, metric names unique."""
+    templates: dict[str, AnalysisTemplate] = {}
+    for name, template in sorted(data.items()):
+        metrics: list[Metric] = []
+        seen: set[str] = set()
+        for index, item in enumerate(template["metrics"]):
+            where: list[str | int] = ["analysisTemplates", name, "metrics", index]
+            if item["name"] in seen:
+                problems.append(
+                    located_in(files, CONFIG_FILE).problem(
+                        [*where, "name"],
+                        "duplicate-metric",
+                        f"metric {quote(item['name'])} appears twice in template {name}",
+                        "give every metric of a template its own name",
+                    )
+                )
+            seen.add(item["name"])
+            for key in ("successCondition", "failureCondition"):
+                if key not in item:
+                    continue
+                try:
+                    check_condition(item[key])
+                except ConditionError as error:
+                    problems.append(
+                        located_in(files, CONFIG_FILE).problem(
+                            [*where, key],
+                            "condition",
+                            f"{quote(item[key])} is not a condition: {error}",
+                            "use result, numbers, <, <=, >, >=, ==, !=, and, or, not; "
+                            "e.g. result < 1.5",
+                        )
+                    )
+            metrics.append(
+                Metric(
+                    name=item["name"],
+                    provider=Provider(item["provider"]),
+                    query=item["query"],
+                    success_condition=item["successCondition"],
+                    failure_condition=item.get("failureCondition"),
+                    json_path=item.get("jsonPath"),
+                    address=item.get("address"),
+                    interval=parse_duration(item.get("interval", "0s")),
+                    count=item.get("count", 1),
+                    failure_limit=item.get("failureLimit", 0),
+                    inconclusive_limit=item.get("inconclusiveLimit", 0),
+                    min_sample_users=item.get("minSampleUsers", 0),
+                )
+            )
+        templates[name] = AnalysisTemplate(name=name, metrics=tuple(metrics))
+    return templates
 
 
 def load_access(

@@ -21,13 +21,20 @@ from controller.manifests.quoting import quote
 from controller.manifests.testers import TESTER_SUFFIXES, TesterFile, read_testers
 from controller.model import (
     Compatibility,
+    OnFailure,
     Pilot,
     Release,
     ReleaseSpec,
     RepoConfig,
+    Rollout,
+    RolloutStep,
+    StepKind,
     TargetApp,
+    WaveGate,
+    parse_duration,
 )
 from controller.repofiles import EntryKind, RepoFiles, check_path
+from controller.rollout import snap
 
 RELEASES_DIR = "releases"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -147,6 +154,9 @@ class ReleaseChecker:
                     "in a change of its own",
                 )
             )
+        rollout = None
+        if "rollout" in spec:
+            rollout = self._rollout(spec, app, located, problems)
         if any(p.severity is Severity.ERROR for p in problems):
             return None, problems
         compatibility = spec.get("compatibility", {})
@@ -170,9 +180,142 @@ class ReleaseChecker:
                 cancel=bool(spec.get("cancel", False)),
                 supersede=bool(spec.get("supersede", False)),
                 paused=bool(spec.get("paused", False)),
+                rollout=rollout,
             ),
         )
         return release, problems
+
+    def _rollout(
+        self, spec: Mapping[str, Any], app: TargetApp, located: Any, problems: list[Problem]
+    ) -> Rollout | None:
+        """``spec.rollout``: steps snapped to what ``app`` offers, templates resolved."""
+        assert self.config is not None
+        data = spec["rollout"]
+        if spec.get("grayscale", 0):
+            problems.append(
+                located().problem(
+                    ["spec", "grayscale"],
+                    "rollout-with-grayscale",
+                    "grayscale and rollout both say the exposure: with a rollout the "
+                    "controller raises grayscale itself",
+                    "remove grayscale (or the rollout)",
+                )
+            )
+        steps: list[RolloutStep] = []
+        highest = 0
+        for index, item in enumerate(data["steps"]):
+            where = ["spec", "rollout", "steps", index]
+            if "grayscale" in item:
+                wanted = int(item["grayscale"])
+                snapped = snap(wanted, app)
+                if snapped is None or snapped <= highest:
+                    offered = ", ".join(str(v) for v in (*(app.grayscale_values or ()), 100))
+                    before = f" (it snaps to {snapped}%)" if snapped is not None else ""
+                    problems.append(
+                        located().problem(
+                            [*where, "grayscale"],
+                            "rollout-step",
+                            f"step {index + 1}: {app.name} ({app.id}) cannot follow grayscale "
+                            f"{wanted}%{before} after {highest}%: grayscale steps must rise",
+                            f"{app.name} offers {offered}",
+                        )
+                    )
+                    continue
+                if snapped != wanted:
+                    problems.append(
+                        located().problem(
+                            [*where, "grayscale"],
+                            "rollout-snapped",
+                            f"step {index + 1}: {app.name} offers no {wanted}%: the step "
+                            f"snaps to {snapped}%",
+                            f"write grayscale: {snapped} to say what happens",
+                            severity=Severity.WARNING,
+                        )
+                    )
+                highest = snapped
+                steps.append(RolloutStep(StepKind.GRAYSCALE, grayscale=snapped))
+            elif "pause" in item:
+                duration = item["pause"].get("duration")
+                steps.append(
+                    RolloutStep(
+                        StepKind.PAUSE,
+                        duration=None if duration is None else parse_duration(duration),
+                    )
+                )
+            else:
+                name = item["analysis"]["template"]
+                template = self.config.analysis_templates.get(name)
+                if template is None:
+                    known = ", ".join(self.config.analysis_templates) or "none"
+                    problems.append(
+                        located().problem(
+                            [*where, "analysis", "template"],
+                            "unknown-template",
+                            f"step {index + 1}: analysis template {quote(name)} is not in "
+                            f"{CONFIG_FILE}",
+                            f"analysisTemplates in {CONFIG_FILE}: {known}",
+                        )
+                    )
+                    continue
+                steps.append(RolloutStep(StepKind.ANALYSIS, template=template))
+        if highest == 0 and not any(p.code == "rollout-step" for p in problems):
+            problems.append(
+                located().problem(
+                    ["spec", "rollout", "steps"],
+                    "rollout-step",
+                    "the rollout has no grayscale step: it would never expose anyone",
+                    "add a grayscale step, e.g. - grayscale: 100",
+                )
+            )
+        return Rollout(
+            steps=tuple(steps),
+            on_failure=OnFailure(data.get("onFailure", "pause")),
+            promoted_at=data.get("promotedAt"),
+            full=bool(data.get("full", False)),
+            retry=data.get("retry"),
+            paused=bool(data.get("paused", False)),
+            abort=bool(data.get("abort", False)),
+            override_freeze=bool(data.get("overrideFreeze", False)),
+            after=self._wave(data.get("after"), app, located, problems),
+        )
+
+    def _wave(
+        self,
+        data: Mapping[str, Any] | None,
+        app: TargetApp,
+        located: Any,
+        problems: list[Problem],
+    ) -> WaveGate | None:
+        """``after``: another declared target app, reachable grayscale."""
+        assert self.config is not None
+        if data is None:
+            return None
+        other = data["targetApp"]
+        where = ["spec", "rollout", "after", "targetApp"]
+        if other == app.id:
+            problems.append(
+                located().problem(
+                    where, "wave-self", f"a rollout on {app.id} cannot wait for {app.id} itself"
+                )
+            )
+            return None
+        if other not in self.config.target_apps:
+            declared = ", ".join(self.config.target_apps)
+            problems.append(
+                located().problem(
+                    where,
+                    "unknown-target-app",
+                    f"target app {quote(other)} is not declared in {CONFIG_FILE}",
+                    f"declared target apps: {declared}",
+                )
+            )
+            return None
+        soak = data.get("soak")
+        return WaveGate(
+            target_app=other,
+            grayscale=int(data["grayscale"]),
+            soak=parse_duration(soak) if soak else parse_duration("0s"),
+        )
 
     def _testers(
         self, file: str, pilot: Mapping[str, Any], app: TargetApp, located: Any

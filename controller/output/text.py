@@ -15,7 +15,14 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
-from controller.model import ConditionType
+from controller.model import (
+    ConditionType,
+    Release,
+    RolloutStep,
+    Status,
+    StepKind,
+    TargetApp,
+)
 from controller.output.jsondata import plan_json
 from controller.platform.protocol import ReleaseSnapshot
 from controller.platform.sim.clock import ClockMode, ClockSetting, to_datetime
@@ -40,6 +47,8 @@ __all__ = [
     "problem_line",
     "progress_line",
     "release_text",
+    "rollout_text",
+    "schedule_text",
     "validate_summary",
 ]
 
@@ -139,6 +148,82 @@ def plan_text(r: ReleaseResult) -> str:
     return (
         f"{r.key} {data['version']} [{data['phase']}]{action}: {data['reason']}: {data['message']}"
     )
+
+
+def schedule_text(release: Release, app: TargetApp | None = None) -> list[str]:
+    """``relctl plan``: a rollout's schedule as snapped for its app, with the earliest time
+    of each step from the first exposure (analyses at their interval x count; a pause
+    without duration waits for a person, so later times are counted from the promotion)."""
+    rollout = release.spec.rollout
+    if rollout is None:
+        return []
+    offered = (
+        ""
+        if app is None or app.grayscale_values is None
+        else (f" ({app.name} offers {', '.join(str(v) for v in (*app.grayscale_values, 100))})")
+    )
+    lines = [f"  schedule of {release.key} {release.spec.version}{offered}:"]
+    elapsed = 0.0
+    after_person = False
+    for index, step in enumerate(rollout.steps, start=1):
+        mark = "after promote " if after_person else ""
+        lines.append(f"    {index}. +{mark}{human_duration(elapsed)}  {step.describe()}")
+        elapsed += _earliest_seconds(step)
+        if step.kind is StepKind.PAUSE and step.duration is None:
+            after_person, elapsed = True, 0.0
+    return lines
+
+
+def _earliest_seconds(step: RolloutStep) -> float:
+    if step.kind is StepKind.PAUSE and step.duration is not None:
+        return step.duration.total_seconds()
+    if step.kind is StepKind.ANALYSIS and step.template is not None:
+        return max(
+            (m.interval.total_seconds() * (m.count - 1) for m in step.template.metrics),
+            default=0.0,
+        )
+    return 0.0
+
+
+def rollout_text(release: Release, status: Status | None) -> str:
+    """``relctl status MP APP``: the steps with the current one marked, the halt, the next
+    action and every analysis run of the current (or last) analysis step."""
+    rollout = release.spec.rollout
+    if rollout is None:
+        spec = release.spec
+        return f"{release.key} {spec.version}: no rollout (grayscale {spec.grayscale}%)\n"
+    progress = (
+        status.rollout if status is not None and status.version == release.spec.version else None
+    )
+    head = f"{release.key} {release.spec.version}"
+    if status is not None:
+        head += f" [{status.phase}] exposure {status.grayscale}%"
+    lines = [head, f"rollout (onFailure: {rollout.on_failure}):"]
+    current = progress.step if progress is not None else 0
+    for index, step in enumerate(rollout.steps):
+        if index < current:
+            mark, note = "   ", "done"
+        elif index == current and progress is not None:
+            mark, note = ">  ", progress.halt or "current"
+        else:
+            mark, note = "   ", ""
+        lines.append(f"  {mark}{index + 1}. {step.describe():<32} {note}".rstrip())
+    if progress is not None:
+        if progress.step >= len(rollout.steps):
+            lines.append("  schedule complete")
+        if progress.message:
+            lines.append(f"  halted: {progress.message}")
+        if progress.next_action:
+            when = f" at {iso_time(progress.next_time)}" if progress.next_time else ""
+            lines.append(f"  next: {progress.next_action}{when}")
+        for run in progress.runs:
+            value = "no data" if run.value is None else f"{run.value:g}"
+            users = "" if run.sample is None else f", {run.sample:,} users"
+            lines.append(
+                f"  {iso_time(run.time)} {run.metric} = {value}{users}: {run.result} "
+                f"({run.condition})"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def preview_text(preview: Preview) -> str:
