@@ -537,3 +537,36 @@ def who_gets(
             f"{version or 'none'} (user {user_id} is in bucket {user_bucket} of 100 for "
             f"{mini_program})"
         )
+
+
+@platform.command()
+@_db_option
+@click.option(
+    "--listen",
+    default="127.0.0.1:8040",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on (loopback by default; put TLS in front for anything else).",
+)
+@_refusals
+def serve(db: Path, listen: str) -> None:
+    """Serve the simulator over the HTTP contract (schemas/platform-openapi.yaml).
+
+    The controller then uses it with `--platform http://HOST:PORT`. Every request needs the
+    bearer token of the environment variable RELCTL_PLATFORM_TOKEN (on both sides).
+    """
+    import uvicorn
+
+    from controller.platform.http.contract import TOKEN_ENV
+    from controller.platform.http.server import create_app
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise click.UsageError(f"set {TOKEN_ENV} to the bearer token clients must send")
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise click.BadParameter(f"{listen!r}: use HOST:PORT", param_hint="--listen")
+    with _simulator(db) as simulator:
+        app = create_app(simulator, token=token)
+        click.echo(f"serving {db} on http://{listen} (Ctrl-C stops)", err=True)
+        uvicorn.run(app, host=host.strip("[]"), port=int(port_text), log_level="warning")
