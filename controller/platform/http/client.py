@@ -94,8 +94,12 @@ class HttpPlatform:
         max_retry_after: float = 5.0,
         backoff: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
+        page_size: int | None = None,
     ) -> None:
-        """``token`` defaults to ``$RELCTL_PLATFORM_TOKEN``; without one: PlatformUnusable."""
+        """``token`` defaults to ``$RELCTL_PLATFORM_TOKEN``; without one: PlatformUnusable.
+
+        ``page_size`` is the ``limit`` of list calls (None: the server's default).
+        """
         token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         if not token:
             raise PlatformUnusable(
@@ -106,6 +110,7 @@ class HttpPlatform:
         self._max_retry_after = max_retry_after
         self._backoff = backoff
         self._sleep = sleep
+        self._page_size = page_size
         self._client = httpx.Client(
             base_url=self.base_url + API_PREFIX,
             timeout=timeout,
@@ -201,6 +206,8 @@ class HttpPlatform:
     def find_releases(self, mini_program: str, target_app: str) -> list[ReleaseSnapshot]:
         found: list[ReleaseSnapshot] = []
         params = {"mini_program": mini_program, "target_app": target_app}
+        if self._page_size is not None:
+            params["limit"] = str(self._page_size)
         while True:
             page = self._call("GET", "/releases", params=params)
             found.extend(codec.snapshot_from_dict(item) for item in page["items"])

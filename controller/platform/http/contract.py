@@ -62,7 +62,7 @@ STATUS_BY_CODE: dict[str, int] = {
     Conflict.code: 409,
     NotEditable.code: 409,
     NotFound.code: 404,
-    LimitExceeded.code: 422,
+    LimitExceeded.code: 409,
     RateLimited.code: 429,
     Transient.code: 503,
     Unknown.code: 502,
@@ -71,7 +71,8 @@ STATUS_BY_CODE: dict[str, int] = {
     BAD_REQUEST: 400,
     UNAUTHORIZED: 401,
 }
-"""HTTP status per envelope code. ``Unknown`` is 502 (a gateway could not tell whether the
+"""HTTP status per envelope code. Every refusal of a well-formed request is 409 (400 is only
+for requests that break the contract). ``Unknown`` is 502 (a gateway could not tell whether the
 upstream call happened); ``Transient`` 503 (nothing happened, try again)."""
 
 

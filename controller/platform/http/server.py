@@ -71,7 +71,7 @@ def _platform_error_response(error: PlatformError) -> JSONResponse:
 
 
 def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
+    if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
         raise BadRequest(f"{name} must be a non-empty string of at most {_MAX_TEXT} characters")
     return value
 
@@ -121,6 +121,9 @@ def _string_list(value: Any, name: str) -> list[str]:
 
 
 def _percent(value: Any) -> int:
+    """An integer 0..100; ``35.0`` is one too (JSON has numbers, not integer types)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
         raise BadRequest("percent must be an integer from 0 to 100")
     return value
