@@ -539,6 +539,11 @@ def who_gets(
         )
 
 
+#: Environment variables of ``serve --dialect alipay`` (keys as the Alipay console shows them).
+ALIPAY_APP_PUBLIC_KEY_ENV = "RELCTL_ALIPAY_APP_PUBLIC_KEY"
+ALIPAY_GATEWAY_PRIVATE_KEY_ENV = "RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY"
+
+
 @platform.command()
 @_db_option
 @click.option(
@@ -548,25 +553,65 @@ def who_gets(
     metavar="HOST:PORT",
     help="Address to listen on (loopback by default; put TLS in front for anything else).",
 )
+@click.option(
+    "--dialect",
+    type=click.Choice(["relctl", "alipay"]),
+    default="relctl",
+    show_default=True,
+    help="relctl: the HTTP contract (schemas/platform-openapi.yaml); alipay: the Alipay Open "
+    "Platform gateway (POST /gateway.do, RSA2).",
+)
+@click.option(
+    "--target-app",
+    default="alipay",
+    show_default=True,
+    help="With --dialect alipay: the simulator's target app the gateway releases to.",
+)
 @_refusals
-def serve(db: Path, listen: str) -> None:
-    """Serve the simulator over the HTTP contract (schemas/platform-openapi.yaml).
+def serve(db: Path, listen: str, dialect: str, target_app: str) -> None:
+    """Serve the simulator over HTTP, in relctl's contract or a vendor's dialect.
 
-    The controller then uses it with `--platform http://HOST:PORT`. Every request needs the
-    bearer token of the environment variable RELCTL_PLATFORM_TOKEN (on both sides).
+    relctl: the controller uses it with `--platform http://HOST:PORT`; every request needs the
+    bearer token of RELCTL_PLATFORM_TOKEN (on both sides). alipay: requests are RSA2-signed with
+    the app's key (its public key in RELCTL_ALIPAY_APP_PUBLIC_KEY), answers signed with the
+    gateway's (RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY). Keys and tokens are never printed.
     """
     import uvicorn
 
-    from controller.platform.http.contract import TOKEN_ENV
-    from controller.platform.http.server import create_app
-
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise click.UsageError(f"set {TOKEN_ENV} to the bearer token clients must send")
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise click.BadParameter(f"{listen!r}: use HOST:PORT", param_hint="--listen")
     with _simulator(db) as simulator:
-        app = create_app(simulator, token=token)
-        click.echo(f"serving {db} on http://{listen} (Ctrl-C stops)", err=True)
+        if dialect == "alipay":
+            app = _alipay_gateway(simulator, target_app)
+        else:
+            from controller.platform.http.contract import TOKEN_ENV
+            from controller.platform.http.server import create_app
+
+            token = os.environ.get(TOKEN_ENV, "")
+            if not token:
+                raise click.UsageError(f"set {TOKEN_ENV} to the bearer token clients must send")
+            app = create_app(simulator, token=token)
+        click.echo(f"serving {db} ({dialect}) on http://{listen} (Ctrl-C stops)", err=True)
         uvicorn.run(app, host=host.strip("[]"), port=int(port_text), log_level="warning")
+
+
+def _alipay_gateway(simulator: Simulator, target_app: str) -> Any:
+    from controller.platform.alipay import wire
+    from controller.platform.alipay.gateway import create_gateway
+
+    keys = {}
+    for name in (ALIPAY_APP_PUBLIC_KEY_ENV, ALIPAY_GATEWAY_PRIVATE_KEY_ENV):
+        keys[name] = os.environ.get(name, "")
+        if not keys[name]:
+            raise click.UsageError(f"--dialect alipay needs {name}")
+    try:
+        app_public = wire.load_public_key(keys[ALIPAY_APP_PUBLIC_KEY_ENV])
+        gateway_private = wire.load_private_key(keys[ALIPAY_GATEWAY_PRIVATE_KEY_ENV])
+    except ValueError:  # the message of a key parser may quote the key: never show it
+        raise click.UsageError(
+            f"{ALIPAY_APP_PUBLIC_KEY_ENV} must be an RSA public key and "
+            f"{ALIPAY_GATEWAY_PRIVATE_KEY_ENV} an RSA private key (base64 body or PEM)"
+        ) from None
+    return create_gateway(simulator, app_public_key=app_public,
+                          gateway_private_key=gateway_private, target_app=target_app)  # fmt: skip
