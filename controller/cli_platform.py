@@ -542,6 +542,8 @@ def who_gets(
 #: Environment variables of ``serve --dialect alipay`` (keys as the Alipay console shows them).
 ALIPAY_APP_PUBLIC_KEY_ENV = "RELCTL_ALIPAY_APP_PUBLIC_KEY"
 ALIPAY_GATEWAY_PRIVATE_KEY_ENV = "RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY"
+#: Environment variables of ``serve --dialect wechat``: the mini program's appid and secret.
+WECHAT_ENV = ("RELCTL_WECHAT_APP_ID", "RELCTL_WECHAT_APP_SECRET")
 
 
 @platform.command()
@@ -555,26 +557,27 @@ ALIPAY_GATEWAY_PRIVATE_KEY_ENV = "RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY"
 )
 @click.option(
     "--dialect",
-    type=click.Choice(["relctl", "alipay"]),
+    type=click.Choice(["relctl", "alipay", "wechat"]),
     default="relctl",
     show_default=True,
     help="relctl: the HTTP contract (schemas/platform-openapi.yaml); alipay: the Alipay Open "
-    "Platform gateway (POST /gateway.do, RSA2).",
+    "Platform gateway (POST /gateway.do, RSA2); wechat: WeChat's cgi-bin/token and wxa/*.",
 )
 @click.option(
     "--target-app",
-    default="alipay",
-    show_default=True,
-    help="With --dialect alipay: the simulator's target app the gateway releases to.",
+    help="With --dialect alipay|wechat: the simulator's target app the gateway releases to "
+    "(default: the dialect's name).",
 )
 @_refusals
-def serve(db: Path, listen: str, dialect: str, target_app: str) -> None:
+def serve(db: Path, listen: str, dialect: str, target_app: str | None) -> None:
     """Serve the simulator over HTTP, in relctl's contract or a vendor's dialect.
 
     relctl: the controller uses it with `--platform http://HOST:PORT`; every request needs the
     bearer token of RELCTL_PLATFORM_TOKEN (on both sides). alipay: requests are RSA2-signed with
     the app's key (its public key in RELCTL_ALIPAY_APP_PUBLIC_KEY), answers signed with the
-    gateway's (RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY). Keys and tokens are never printed.
+    gateway's (RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY). wechat: one mini program, its appid and
+    secret in RELCTL_WECHAT_APP_ID and RELCTL_WECHAT_APP_SECRET. Keys, secrets and tokens are
+    never printed.
     """
     import uvicorn
 
@@ -583,7 +586,14 @@ def serve(db: Path, listen: str, dialect: str, target_app: str) -> None:
         raise click.BadParameter(f"{listen!r}: use HOST:PORT", param_hint="--listen")
     with _simulator(db) as simulator:
         if dialect == "alipay":
-            app = _alipay_gateway(simulator, target_app)
+            app = _alipay_gateway(simulator, target_app or dialect)
+        elif dialect == "wechat":
+            from controller.platform.wechat.gateway import create_gateway
+
+            appid, secret = (os.environ.get(name, "") for name in WECHAT_ENV)
+            if not appid or not secret:
+                raise click.UsageError(f"--dialect wechat needs {' and '.join(WECHAT_ENV)}")
+            app = create_gateway(simulator, apps={appid: secret}, target_app=target_app or dialect)
         else:
             from controller.platform.http.contract import TOKEN_ENV
             from controller.platform.http.server import create_app
