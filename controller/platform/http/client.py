@@ -145,7 +145,9 @@ class HttpPlatform:
             try:
                 return response.json()
             except ValueError:
-                raise Unknown(f"{where}: the answer is not JSON") from None
+                if mutation:
+                    raise Unknown(f"{where}: the answer is not JSON; re-query") from None
+                raise Transient(f"{where}: the answer is not JSON") from None
         try:
             data = response.json()
         except ValueError:
