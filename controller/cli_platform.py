@@ -537,3 +537,91 @@ def who_gets(
             f"{version or 'none'} (user {user_id} is in bucket {user_bucket} of 100 for "
             f"{mini_program})"
         )
+
+
+#: Environment variables of ``serve --dialect alipay`` (keys as the Alipay console shows them).
+ALIPAY_APP_PUBLIC_KEY_ENV = "RELCTL_ALIPAY_APP_PUBLIC_KEY"
+ALIPAY_GATEWAY_PRIVATE_KEY_ENV = "RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY"
+#: Environment variables of ``serve --dialect wechat``: the mini program's appid and secret.
+WECHAT_ENV = ("RELCTL_WECHAT_APP_ID", "RELCTL_WECHAT_APP_SECRET")
+
+
+@platform.command()
+@_db_option
+@click.option(
+    "--listen",
+    default="127.0.0.1:8040",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on (loopback by default; put TLS in front for anything else).",
+)
+@click.option(
+    "--dialect",
+    type=click.Choice(["relctl", "alipay", "wechat"]),
+    default="relctl",
+    show_default=True,
+    help="relctl: the HTTP contract (schemas/platform-openapi.yaml); alipay: the Alipay Open "
+    "Platform gateway (POST /gateway.do, RSA2); wechat: WeChat's cgi-bin/token and wxa/*.",
+)
+@click.option(
+    "--target-app",
+    help="With --dialect alipay|wechat: the simulator's target app the gateway releases to "
+    "(default: the dialect's name).",
+)
+@_refusals
+def serve(db: Path, listen: str, dialect: str, target_app: str | None) -> None:
+    """Serve the simulator over HTTP, in relctl's contract or a vendor's dialect.
+
+    relctl: the controller uses it with `--platform http://HOST:PORT`; every request needs the
+    bearer token of RELCTL_PLATFORM_TOKEN (on both sides). alipay: requests are RSA2-signed with
+    the app's key (its public key in RELCTL_ALIPAY_APP_PUBLIC_KEY), answers signed with the
+    gateway's (RELCTL_ALIPAY_GATEWAY_PRIVATE_KEY). wechat: one mini program, its appid and
+    secret in RELCTL_WECHAT_APP_ID and RELCTL_WECHAT_APP_SECRET. Keys, secrets and tokens are
+    never printed.
+    """
+    import uvicorn
+
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise click.BadParameter(f"{listen!r}: use HOST:PORT", param_hint="--listen")
+    with _simulator(db) as simulator:
+        if dialect == "alipay":
+            app = _alipay_gateway(simulator, target_app or dialect)
+        elif dialect == "wechat":
+            from controller.platform.wechat.gateway import create_gateway
+
+            appid, secret = (os.environ.get(name, "") for name in WECHAT_ENV)
+            if not appid or not secret:
+                raise click.UsageError(f"--dialect wechat needs {' and '.join(WECHAT_ENV)}")
+            app = create_gateway(simulator, apps={appid: secret}, target_app=target_app or dialect)
+        else:
+            from controller.platform.http.contract import TOKEN_ENV
+            from controller.platform.http.server import create_app
+
+            token = os.environ.get(TOKEN_ENV, "")
+            if not token:
+                raise click.UsageError(f"set {TOKEN_ENV} to the bearer token clients must send")
+            app = create_app(simulator, token=token)
+        click.echo(f"serving {db} ({dialect}) on http://{listen} (Ctrl-C stops)", err=True)
+        uvicorn.run(app, host=host.strip("[]"), port=int(port_text), log_level="warning")
+
+
+def _alipay_gateway(simulator: Simulator, target_app: str) -> Any:
+    from controller.platform.alipay import wire
+    from controller.platform.alipay.gateway import create_gateway
+
+    keys = {}
+    for name in (ALIPAY_APP_PUBLIC_KEY_ENV, ALIPAY_GATEWAY_PRIVATE_KEY_ENV):
+        keys[name] = os.environ.get(name, "")
+        if not keys[name]:
+            raise click.UsageError(f"--dialect alipay needs {name}")
+    try:
+        app_public = wire.load_public_key(keys[ALIPAY_APP_PUBLIC_KEY_ENV])
+        gateway_private = wire.load_private_key(keys[ALIPAY_GATEWAY_PRIVATE_KEY_ENV])
+    except ValueError:  # the message of a key parser may quote the key: never show it
+        raise click.UsageError(
+            f"{ALIPAY_APP_PUBLIC_KEY_ENV} must be an RSA public key and "
+            f"{ALIPAY_GATEWAY_PRIVATE_KEY_ENV} an RSA private key (base64 body or PEM)"
+        ) from None
+    return create_gateway(simulator, app_public_key=app_public,
+                          gateway_private_key=gateway_private, target_app=target_app)  # fmt: skip

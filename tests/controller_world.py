@@ -2,6 +2,10 @@
 simulator with a manual clock, and the controller's own workspace.
 
 Only the clock is fake (the simulator's manual clock, which the controller also reads).
+
+``TRANSPORT`` (set per test by ``conftest.py``) says how the controller reaches the simulator:
+``inprocess`` (the ``Simulator`` object itself) or ``http`` (the HTTP contract's server on
+127.0.0.1 and the ``HttpPlatform`` adapter; people's platform-side calls stay in-process).
 """
 
 from __future__ import annotations
@@ -9,16 +13,20 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from gitutil import PersonClone, make_remote
+from httputil import TOKEN, serve_app
 
 from controller.daemon import Controller
 from controller.gitops import Workspace
 from controller.model import Status
+from controller.platform.http.client import HttpPlatform
+from controller.platform.http.server import create_app
+from controller.platform.protocol import Platform
 from controller.platform.sim import Simulator
 from controller.reconcile import PassResult
 from controller.status import parse_status
@@ -40,6 +48,9 @@ members:
 """
 
 TESTERS = ["2088000000000001", "2088000000000002"]
+
+#: How the controller reaches the simulator: "inprocess" or "http" (see the module docstring).
+TRANSPORT = "inprocess"
 
 
 def manifest(
@@ -167,11 +178,19 @@ def make_world(
     anchor = subprocess.run(
         ["git", "ls-remote", remote, "refs/heads/main"], check=True, capture_output=True, text=True
     ).stdout.split()[0]
-    controller = Controller(
-        workspace, simulator, now=simulator.now, trust=TrustSettings(anchor=anchor)
-    )
-    try:
-        yield World(tmp, remote, person, simulator, workspace, controller)
-    finally:
-        workspace.close()
-        simulator.close()
+    with ExitStack() as stack:
+        adapter: Platform = simulator
+        if TRANSPORT == "http":
+            url = stack.enter_context(serve_app(create_app(simulator, token=TOKEN)))
+            # only the clock is fake: the adapter's short Retry-After waits are skipped
+            http = HttpPlatform(url, token=TOKEN, sleep=lambda _seconds: None)
+            stack.callback(http.close)
+            adapter = http
+        controller = Controller(
+            workspace, adapter, now=simulator.now, trust=TrustSettings(anchor=anchor)
+        )
+        try:
+            yield World(tmp, remote, person, simulator, workspace, controller)
+        finally:
+            workspace.close()
+            simulator.close()

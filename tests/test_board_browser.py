@@ -31,7 +31,8 @@ PHONE = (390, 844)
 #: Upper bound for the page to refresh itself (it polls every 3 s).
 REFRESH_BOUND = 30
 
-pytestmark = pytest.mark.timeout(240)
+# One transport is enough for a browser: the board reads git, not the platform.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.inprocess_only]
 
 
 @pytest.fixture(autouse=True)

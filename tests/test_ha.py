@@ -21,6 +21,9 @@ from test_resilience import RELEASES, assert_every_effect_happened_once, converg
 
 from controller.lease import LEASE_REF, LeaseRecord
 
+# Real daemon processes open the simulator's file themselves: one transport is enough.
+pytestmark = pytest.mark.inprocess_only
+
 #: A replica: passes back to back (the lease check first), until it is killed.
 REPLICA = """\
 import sys, time
@@ -30,6 +33,7 @@ from controller.gitops import Workspace
 from controller.lease import Lease
 from controller.platform.sim import Simulator
 from controller.trust import TrustSettings
+
 
 remote, workdir, db, name, duration = sys.argv[1:6]
 simulator = Simulator(Path(db))

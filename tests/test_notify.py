@@ -29,6 +29,9 @@ from controller.notify import (
     resolve_url,
 )
 
+# Real daemon processes open the simulator's file themselves: one transport is enough.
+pytestmark = pytest.mark.inprocess_only
+
 
 @pytest.fixture(autouse=True)
 def _git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -196,6 +199,7 @@ DELIVER = """\
 import sys, time
 from pathlib import Path
 from controller.notify import Notifier, Outbox
+
 notifier = Notifier(Outbox(Path(sys.argv[1])), lambda: ())
 sent = notifier.deliver_due()
 print(f"sent {sent}", flush=True)

@@ -30,6 +30,9 @@ from controller_world import World, make_world, manifest
 from gitutil import isolate_git
 from sysdeps import require_program
 
+# Real daemon processes open the simulator's file themselves: one transport is enough.
+pytestmark = pytest.mark.inprocess_only
+
 SECRET = "hook-s3cret-value"
 TOKEN = "t0ken-in-the-url"
 
@@ -126,6 +129,7 @@ def remote_has(bare: Path, path: str) -> bool:
 HOOK = """\
 #!{python}
 import hashlib, hmac, json, sys, urllib.request
+
 lines = sys.stdin.read().splitlines()  # dulwich sends no final newline
 for line in lines:
     old, new, ref = line.split()

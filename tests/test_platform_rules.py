@@ -98,8 +98,8 @@ def test_open_platform_opens_the_simulator_and_refuses_unknown_schemes(tmp_path:
     with pytest.raises(PlatformUnusable, match="no platform simulator database at"):
         open_platform(f"sim:{tmp_path}/typo.db")
     assert not (tmp_path / "typo.db").exists()
-    with pytest.raises(ValueError, match="unknown platform adapter 'http://x'"):
-        open_platform("http://x")
+    with pytest.raises(ValueError, match="unknown platform adapter 'ftp://x'"):
+        open_platform("ftp://x")
     with pytest.raises(ValueError, match="needs a database path"):
         open_platform("sim:")
 

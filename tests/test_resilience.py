@@ -190,6 +190,7 @@ CRASH_SEED = int(os.environ.get("RELCTL_TEST_CRASH_SEED", "20261125"))
 
 
 @pytest.mark.slow
+@pytest.mark.inprocess_only  # the killed children open the simulator's file themselves
 def test_sigkill_at_random_points_never_duplicates_a_platform_effect(tmp_path: Path) -> None:
     rng = random.Random(CRASH_SEED)
     with make_world(tmp_path, RELEASES) as world:

@@ -1,8 +1,10 @@
 """``relctl.yaml`` and ``access.yaml``: the repository's rules and its members.
 
 :func:`load_config` builds the :class:`~controller.model.RepoConfig` every release is judged
-by; :func:`load_access` the :class:`Access` members (``controller.access`` enforces them
-along the history). Both return located problems, never raise on bad input.
+by (target-app rules within what the ``platform:`` adapter can do, see
+``controller.platform.capabilities``); :func:`load_access` the :class:`Access` members
+(``controller.access`` enforces them along the history). Both return located problems,
+never raise on bad input.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from controller.model import (
     WindowKind,
     parse_duration,
 )
+from controller.platform.capabilities import Capabilities, capabilities_for
 from controller.repofiles import RepoFiles
 from controller.rollout import ConditionError, check_condition
 
@@ -95,6 +98,7 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
     value = doc.value
     problems: list[Problem] = []
     apps: dict[str, TargetApp] = {}
+    capabilities = capabilities_for(value.get("platform"))
     for app_id, spec in value["targetApps"].items():
         pattern = spec.get("userIdPattern", DEFAULT_USER_ID_PATTERN)
         try:
@@ -112,11 +116,20 @@ def load_config(files: RepoFiles | Path) -> tuple[RepoConfig | None, list[Proble
             )
             continue
         values = spec.get("grayscaleValues")
+        testers_max = spec.get("testersMax")
+        app_problems = _beyond_platform(files, capabilities, app_id, values, testers_max)
+        if app_problems:
+            problems.extend(app_problems)
+            continue
+        if values is None:  # the platform's steps, when it has fixed ones
+            values = capabilities.grayscale_values
+        if testers_max is None:
+            testers_max = min(DEFAULT_TESTERS_MAX, capabilities.testers_max or DEFAULT_TESTERS_MAX)
         apps[app_id] = TargetApp(
             id=app_id,
             name=spec["name"],
             environment=spec.get("environment", "production"),
-            testers_max=spec.get("testersMax", DEFAULT_TESTERS_MAX),
+            testers_max=testers_max,
             grayscale_values=tuple(sorted(values)) if values is not None else None,
             user_id_pattern=pattern,
         )
@@ -249,6 +262,42 @@ def _analysis_templates(
             )
         templates[name] = AnalysisTemplate(name=name, metrics=tuple(metrics))
     return templates
+
+
+def _beyond_platform(
+    files: RepoFiles,
+    capabilities: Capabilities,
+    app_id: str,
+    values: list[int] | None,
+    testers_max: int | None,
+) -> list[Problem]:
+    """A target app's rules that ask the platform (``platform:``) for more than it offers."""
+    problems: list[Problem] = []
+    at = None
+    outside = [v for v in values or () if not capabilities.allows_grayscale(v)]
+    if outside:
+        at = located_in(files, CONFIG_FILE)
+        problems.append(
+            at.problem(
+                ["targetApps", app_id, "grayscaleValues"],
+                "platform-grayscale",
+                f"{capabilities.platform} cannot release grayscale "
+                f"{', '.join(map(str, outside))} (it offers {capabilities.grayscale_text()})",
+                "keep only values the platform offers, or remove grayscaleValues to use them all",
+            )
+        )
+    limit = capabilities.testers_max
+    if limit is not None and testers_max is not None and testers_max > limit:
+        at = at or located_in(files, CONFIG_FILE)
+        problems.append(
+            at.problem(
+                ["targetApps", app_id, "testersMax"],
+                "platform-tester-limit",
+                f"{capabilities.platform} accepts at most {limit} testers, not {testers_max}",
+                f"set testersMax to {limit} or less",
+            )
+        )
+    return problems
 
 
 def load_access(

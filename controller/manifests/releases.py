@@ -9,7 +9,7 @@ ids, the tester limit, grayscale steps, cancel with grayscale. Runs in the calle
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -33,6 +33,7 @@ from controller.model import (
     WaveGate,
     parse_duration,
 )
+from controller.platform.capabilities import capabilities_for
 from controller.repofiles import EntryKind, RepoFiles, check_path
 from controller.rollout import snap
 
@@ -133,7 +134,19 @@ class ReleaseChecker:
         )
         problems.extend(tester_problems)
         grayscale = int(spec.get("grayscale", 0))
-        if not app.allows_grayscale(grayscale):
+        problems.extend(self._beyond_platform(spec, located))
+        capabilities = capabilities_for(self.config.platform)
+        if not capabilities.allows_grayscale(grayscale):
+            problems.append(
+                located().problem(
+                    ["spec", "grayscale"],
+                    "grayscale-value",
+                    f"grayscale {grayscale} is not offered by {capabilities.platform} "
+                    f"(target app {app.name} ({app.id}))",
+                    f"allowed values: 0, {capabilities.grayscale_text()}",
+                )
+            )
+        elif not app.allows_grayscale(grayscale):
             allowed = ", ".join(str(v) for v in (0, *(app.grayscale_values or ()), 100))
             problems.append(
                 located().problem(
@@ -389,6 +402,36 @@ class ReleaseChecker:
                 )
             )
         return tuple(sorted(seen)), tuple(files), problems
+
+    def _beyond_platform(
+        self, spec: Mapping[str, Any], located: Callable[[], Located]
+    ) -> list[Problem]:
+        """What the manifest asks of the platform that the platform cannot do at all."""
+        assert self.config is not None
+        capabilities = capabilities_for(self.config.platform)
+        problems: list[Problem] = []
+        pilot = spec.get("pilot", {})
+        if not capabilities.pilot and (pilot.get("testers") or pilot.get("testersFiles")):
+            problems.append(
+                located().problem(
+                    ["spec", "pilot"],
+                    "platform-pilot",
+                    f"{capabilities.platform} has no pilot testing",
+                    "remove pilot.testers and pilot.testersFiles",
+                )
+            )
+        gate = float(spec.get("compatibility", {}).get("minPassRate", 95.0))
+        if not capabilities.compatibility_test and gate > 0:
+            problems.append(
+                located().problem(
+                    ["spec", "compatibility", "minPassRate"],
+                    "platform-compatibility",
+                    f"{capabilities.platform} runs no compatibility tests, so a pass rate of "
+                    f"{gate:g}% can never be reached",
+                    "set compatibility.minPassRate: 0 (test compatibility outside the platform)",
+                )
+            )
+        return problems
 
     def _listing(self, directory: str) -> frozenset[str]:
         names = self._listings.get(directory)

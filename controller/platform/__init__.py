@@ -12,7 +12,11 @@ from pathlib import Path
 from controller.platform.protocol import Platform
 
 #: Adapter schemes ``open_platform`` understands, with a one-line description each.
-SCHEMES = {"sim": "embedded platform simulator over one SQLite file: sim:PATH"}
+SCHEMES = {
+    "sim": "embedded platform simulator over one SQLite file: sim:PATH",
+    "http": "a server of the HTTP contract (schemas/platform-openapi.yaml): http://HOST:PORT",
+    "https": "the same over TLS: https://HOST[/PREFIX]; token from $RELCTL_PLATFORM_TOKEN",
+}
 
 
 def open_platform(spec: str) -> Platform:
@@ -20,8 +24,10 @@ def open_platform(spec: str) -> Platform:
 
     ``sim:PATH`` opens the simulator database at ``PATH``, e.g. ``sim:.relctl/platform.db``;
     it must exist (``relctl platform --db PATH init`` creates it), so a typo in the path is an
-    error, never a new empty platform. Raises ValueError for a spec that names no known
-    adapter, PlatformUnusable for a path that holds no usable simulator database.
+    error, never a new empty platform. ``http://HOST:PORT[/PREFIX]`` (or ``https``) speaks the
+    HTTP contract with the bearer token of ``$RELCTL_PLATFORM_TOKEN``. Raises ValueError for a
+    spec that names no known adapter, PlatformUnusable for a path that holds no usable
+    simulator database (or, for http, no token).
     """
     scheme, sep, rest = spec.partition(":")
     if not sep or scheme not in SCHEMES:
@@ -33,4 +39,10 @@ def open_platform(spec: str) -> Platform:
         from controller.platform.sim import Simulator
 
         return Simulator(Path(rest), create=False)
+    if scheme in ("http", "https"):
+        if not rest.startswith("//") or not rest[2:].strip("/"):
+            raise ValueError(f"{scheme}: needs a host, e.g. {scheme}://127.0.0.1:8040")
+        from controller.platform.http.client import HttpPlatform
+
+        return HttpPlatform(spec)
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree

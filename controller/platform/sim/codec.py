@@ -4,11 +4,13 @@ The simulator stores the first result of every idempotent call and replays it la
 result must survive a round trip through JSON unchanged; the CLI prints the same encoding for
 ``--format json``. Datetimes are ISO 8601 strings in UTC.
 
-Called by ``controller.platform.sim.simulator`` and ``controller.cli_platform``.
+Called by ``controller.platform.sim.simulator``, ``controller.cli_platform`` and both sides of
+the HTTP contract (``controller.platform.http``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -164,3 +166,28 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> ReleaseSnapshot:
         message=data.get("message", ""),
         extra=dict(data.get("extra", {})),
     )
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON data (tuples to lists, any mapping to a dict)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=_plain_default))
+
+
+def _plain_default(item: Any) -> Any:
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, tuple):
+        return list(item)
+    return str(item)
+
+
+def feedback_from_dict(data: Mapping[str, Any]) -> Feedback:
+    return Feedback(
+        crash_rate=float(data["crash_rate"]),
+        error_rate=float(data["error_rate"]),
+        users_on_version=int(data["users_on_version"]),
+    )
+
+
+def version_from_dict(data: Mapping[str, Any]) -> VersionInfo:
+    return VersionInfo(data["mini_program"], data["version"], _parse_time(data["uploaded_at"]))
