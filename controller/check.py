@@ -249,6 +249,8 @@ class _Change:
             after.spec.version != before.spec.version
             or new == before.spec.grayscale
             or after.spec.cancel
+            # A rollout never lowers exposure: a step at or below what users have is done.
+            or after.spec.rollout is not None
         ):
             return None
         floors = [(before.spec.grayscale, "in the manifest before this change")]

@@ -737,3 +737,20 @@ def test_export_ignore_in_gitattributes_hides_nothing_from_check(tmp_path: Path)
 
     assert "grayscale-decrease" in codes(result)
     assert any(p.code == "forbidden" and p.file == ".gitattributes" for p in result.problems)
+
+
+def test_switching_a_partly_released_version_to_a_rollout_is_not_a_decrease(
+    tmp_path: Path,
+) -> None:
+    """A rollout's steps at or below the exposure users have count as done; the controller
+    never lowers grayscale, so check must not read the missing ``grayscale`` as 0."""
+    repo = Repo(tmp_path / "repo", {GCASH: manifest(complete=True, grayscale=50)})
+    rollout = (
+        "  rollout:\n    steps:\n      - grayscale: 20\n      - pause: {}\n      - grayscale: 100\n"
+    )
+    switched = manifest(complete=True).replace("  grayscale: 0\n", rollout)
+
+    result = repo.pull_request({GCASH: switched}, MARIA)
+
+    assert "grayscale-decrease" not in codes(result), result.problems
+    assert "schema" not in codes(result), result.problems
