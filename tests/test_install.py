@@ -23,6 +23,11 @@ from gitutil import git, identity, isolate_git
 
 PROJECT = Path(__file__).parent.parent
 EXAMPLES = PROJECT / "examples"
+#: pip's cache of this user, found before ``isolate_git`` moves HOME: the installs download
+#: only what is not cached yet.
+PIP_CACHE_DIR = os.environ.get("PIP_CACHE_DIR") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +44,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         for name, value in os.environ.items()
         if name not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSAFEPATH"}
     }
-    return {**env, **extra}
+    return {**env, "PIP_CACHE_DIR": PIP_CACHE_DIR, **extra}
 
 
 def run(*args: str | Path, cwd: Path, timeout: float = 300, **env: str) -> tuple[int, str]:
