@@ -68,7 +68,6 @@ from controller.repofiles import MemoryFiles
 
 __all__ = [
     "GOVERNANCE_FILES",
-    "AccessLog",
     "Advance",
     "Change",
     "Commit",
@@ -1037,47 +1036,6 @@ def judge_range(repo_root: Path, base: str, head: str) -> list[Denial]:
             )
         )
     return denials
-
-
-# --------------------------------------------------------------------------------------------
-# transitional: removed when reconcile uses Ledger
-# --------------------------------------------------------------------------------------------
-
-
-class AccessLog:
-    """transitional: removed when reconcile uses Ledger.
-
-    The old per-pass interface ``controller.reconcile`` still calls, on top of a
-    :class:`Ledger` anchored at the root commit of ``until``'s first-parent chain (no anchor
-    from outside the repository: the orphan-root attack is only stopped once reconcile keeps a
-    real anchor and a :class:`TrustState`). Without a valid ``access.yaml`` at that root,
-    nothing is enforced, as before."""
-
-    def __init__(self, repo_root: Path, until: str = "HEAD") -> None:
-        self.root = Path(repo_root)
-        self._ledger = Ledger(self.root)
-        tip = _commit_of(self.root, until)
-        roots = run_git(self.root, "rev-list", "--first-parent", "--max-parents=0", tip).text
-        self._tree = _tree(self.root, tip)
-        self._state: TrustState | None = None
-        try:
-            state = self._ledger.start(roots.split()[-1])
-        except TrustError:
-            return
-        self._state = self._ledger.advance(state, tip).state
-
-    @property
-    def enforced(self) -> bool:
-        return self._state is not None
-
-    def untrusted(self, file: str) -> Denial | None:
-        return self.authorize([file])
-
-    def authorize(self, paths: Sequence[str], *, since: str | None = None) -> Denial | None:
-        del since  # the ledger judges main's whole first-parent chain
-        if self._state is None:
-            return None
-        return self._ledger.denial(self._state, {p: self._tree.get(p) for p in paths})
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from historyutil import (
 
 import controller.access
 from controller.access import (
-    AccessLog,
     Denial,
     Ledger,
     TrustError,
@@ -527,20 +526,6 @@ def test_judge_range_without_access_yaml_at_base_is_a_trust_error(tmp_path: Path
     bare.commit({SHOP: "b\n"}, EVE)
     with pytest.raises(TrustError, match=r"no access\.yaml"):
         judge_range(bare.path, "main", "change")
-
-
-# --------------------------------------------------------------------------------------------
-# transitional: removed when reconcile uses Ledger
-# --------------------------------------------------------------------------------------------
-
-
-def test_the_transitional_access_log_answers_from_the_ledger(repo: History) -> None:
-    repo.commit({REWARDS: "a\n"}, BUDI)
-    log = AccessLog(repo.path)
-    assert log.enforced
-    found = log.authorize([REWARDS, SHOP])
-    assert found is not None and found.reason == "no-right"
-    assert log.authorize([SHOP]) is None and log.untrusted("relctl.yaml") is None
 
 
 # --------------------------------------------------------------------------------------------
