@@ -66,8 +66,9 @@ from controller.status import (
     observation_failed,
     parse_status,
     platform_mismatch,
+    read_status_file,
     render_status,
-    status_files,
+    status_entries,
 )
 from controller.trust import TrustSettings, follow_main
 
@@ -314,6 +315,8 @@ class PassCache:
     commit: str | None = None
     loaded: LoadResult | None = None
     statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
+    #: The status files of the last commit read, by key: (blob id, parsed, bytes).
+    in_repo: dict[str, tuple[str, Status | None, bytes]] = field(default_factory=dict)
     observed_at: dict[str, datetime] = field(default_factory=dict)
     #: The judge of main, with the governance blobs it read, and the trust state of the last
     #: pass (saves reading the controller's record every pass).
@@ -326,19 +329,29 @@ def read_previous(
 ) -> dict[str, tuple[Status | None, bytes]]:
     """The status files in a repository, by release key: (parsed, raw bytes).
 
-    See :func:`controller.status.status_files` for what is skipped. With a cache, a file
-    whose bytes did not change since the last pass is not parsed again.
+    See :func:`controller.status.status_entries` for what is skipped. With a cache, a file
+    whose git object did not change since the last pass is neither read nor parsed again (a
+    blob id names its bytes), and one whose bytes did not change is not parsed again.
     """
     if isinstance(files, Path):
         files = WorkTree(files)
     found: dict[str, tuple[Status | None, bytes]] = {}
-    known = cache.statuses if cache is not None else {}
-    for key, path, data in status_files(files):
+    known = cache.in_repo if cache is not None else {}
+    seen: dict[str, tuple[str, Status | None, bytes]] = {}
+    for key, entry in status_entries(files):
         cached = known.get(key)
-        if cached is not None and cached[0] == data:
-            found[key] = (cached[1], data)
+        if cached is not None and entry.oid is not None and cached[0] == entry.oid:
+            found[key] = (cached[1], cached[2])
         else:
-            found[key] = (parse_status(data, file=path), data)
+            data = read_status_file(files, entry)
+            if data is None:
+                continue
+            parsed = cached[1] if cached is not None and cached[2] == data else None
+            found[key] = (parsed or parse_status(data, file=entry.path), data)
+        if entry.oid is not None:
+            seen[key] = (entry.oid, *found[key])
+    if cache is not None:
+        cache.in_repo = seen
     return found
 
 

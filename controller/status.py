@@ -57,7 +57,7 @@ from controller.model import (
 from controller.plan import derive_phase
 from controller.platform.errors import PlatformError
 from controller.platform.protocol import CompatibilityStatus, ReleaseSnapshot, Stage
-from controller.repofiles import EntryKind, RepoFiles, Unreadable, WorkTree, check_path
+from controller.repofiles import Entry, EntryKind, RepoFiles, Unreadable, WorkTree, check_path
 
 try:  # PyYAML wheels ship libyaml; the pure-Python classes are the same dialect, only slower.
     from yaml import CSafeDumper as _SafeDumper
@@ -989,25 +989,35 @@ def parse_status(data: bytes, *, file: str) -> Status | None:
         return None
 
 
-def status_files(files: RepoFiles) -> Iterator[tuple[str, str, bytes]]:
-    """(release key, path, bytes) of every ``status/<mini-program>/<target-app>.yaml``.
-
-    Read through :class:`RepoFiles`: a link, submodule, oversized or oddly named entry under
-    ``status/`` is skipped (the controller writes a regular file in its place), and so is
-    anything that is not at that depth.
-    """
+def status_entries(files: RepoFiles) -> Iterator[tuple[str, Entry]]:
+    """(release key, entry) of every ``status/<mini-program>/<target-app>.yaml`` entry; a
+    path at another depth, or oddly named, is not one."""
     for folder in files.children(STATUS_DIR):
         if folder.kind is not EntryKind.DIRECTORY or check_path(folder.path) is not None:
             continue
         for entry in files.children(folder.path):
             if not entry.name.endswith(".yaml") or check_path(entry.path) is not None:
                 continue
-            try:
-                data = files.read(entry.path, STATUS_SIZE_LIMIT)
-            except Unreadable as error:
-                log.warning("ignoring status file %s: %s", entry.path, error.message)
-                continue
-            yield f"{folder.name}/{entry.name[: -len('.yaml')]}", entry.path, data
+            yield f"{folder.name}/{entry.name[: -len('.yaml')]}", entry
+
+
+def read_status_file(files: RepoFiles, entry: Entry) -> bytes | None:
+    """The bytes of one status file, or None (logged) when it is a link, a submodule, over
+    the size bound or otherwise unreadable: the controller writes a regular file there."""
+    try:
+        return files.read(entry.path, STATUS_SIZE_LIMIT)
+    except Unreadable as error:
+        log.warning("ignoring status file %s: %s", entry.path, error.message)
+        return None
+
+
+def status_files(files: RepoFiles) -> Iterator[tuple[str, str, bytes]]:
+    """(release key, path, bytes) of every readable ``status/<mini-program>/<target-app>.yaml``
+    (see :func:`status_entries` and :func:`read_status_file` for what is skipped)."""
+    for key, entry in status_entries(files):
+        data = read_status_file(files, entry)
+        if data is not None:
+            yield key, entry.path, data
 
 
 def read_statuses(root: Path | RepoFiles) -> list[Status]:
