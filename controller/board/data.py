@@ -471,7 +471,7 @@ def release_json(item: BoardRelease, now: datetime) -> dict[str, Any]:
             }
             for c in item.commits
         ],
-        "rollout": _plain(getattr(status, "rollout", None)),
+        "rollout": _plain(status.rollout),
     }
     if status.compatibility is not None:
         report = status.compatibility
