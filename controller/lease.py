@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ __all__ = ["LEASE_REF", "Lease", "LeaseRecord"]
 log = logging.getLogger("relctl")
 
 LEASE_REF = "refs/relctl/lease"
+#: A lease record is a few dozen bytes of JSON; a larger commit message is not one.
+MAX_RECORD_BYTES = 64 * 1024
+#: A standby waits for a holder's own lease duration up to this many times its own.
+MAX_LEASE_FACTOR = 10
 #: Where the clone keeps the lease commit it is about to push.
 _LOCAL_REF = "refs/relctl/lease-proposed"
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -57,11 +62,16 @@ class LeaseRecord:
 
     @classmethod
     def parse(cls, message: str) -> LeaseRecord | None:
+        """The record, or None when ``message`` is not one. Anyone who can push can write the
+        lease ref: a duration that is not a finite number of seconds is not a record."""
         try:
             data = json.loads(message)
-            return cls(str(data["holder"]), str(data["renewed"]), float(data["duration"]))
+            record = cls(str(data["holder"]), str(data["renewed"]), float(data["duration"]))
         except (ValueError, KeyError, TypeError):
             return None
+        if not math.isfinite(record.duration) or record.duration < 0:
+            return None
+        return record
 
 
 class Lease:
@@ -111,7 +121,10 @@ class Lease:
         if current is not None and not mine and record is not None:
             unchanged_for = started - self._seen[1]
             # duration 0: the holder handed it back on a graceful stop
-            wait = 0.0 if record.duration == 0 else max(self.duration, record.duration)
+            # A holder configured with a longer lease is waited for, up to MAX_LEASE_FACTOR
+            # times ours: a pushed record claiming a year cannot keep every standby out.
+            claimed = min(record.duration, MAX_LEASE_FACTOR * self.duration)
+            wait = 0.0 if record.duration == 0 else max(self.duration, claimed)
             if unchanged_for < wait:
                 self._lose(f"held by {record.holder}")
                 return False
@@ -162,7 +175,14 @@ class Lease:
         have = run_git(self._root(), "cat-file", "-e", f"{sha}^{{commit}}", ok=(0, 1, 128))
         if have.status != 0:
             self._git("fetch", "--no-tags", "--quiet", "origin", LEASE_REF)
-        message = self._git("log", "-1", "--format=%B", sha)
+        try:
+            message = run_git(
+                self._root(), "log", "-1", "--format=%B", sha,
+                timeout=self._timeout, max_output=MAX_RECORD_BYTES,
+            ).text  # fmt: skip
+        except GitError as error:
+            log.warning("%s cannot be read as a lease record (%s)", LEASE_REF, error)
+            return None
         record = LeaseRecord.parse(message.strip())
         if record is None:
             log.warning("%s holds no lease record; treating it as expired", LEASE_REF)

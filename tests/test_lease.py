@@ -6,6 +6,7 @@ Real bare remotes and real clones; only the monotonic clock of each replica is f
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -136,3 +137,36 @@ def test_of_ten_replicas_racing_for_a_free_lease_exactly_one_wins(tmp_path: Path
         t.join()
     assert not errors
     assert len(won) == 1 and holder(remote) == won[0]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"holder": "eve", "renewed": "2026-12-03T00:00:00+00:00", "duration": 1e300}',
+        '{"holder": "eve", "renewed": "2026-12-03T00:00:00+00:00", "duration": Infinity}',
+        '{"holder": "eve", "renewed": "2026-12-03T00:00:00+00:00", "duration": -5}',
+        "x" * (1 << 20),
+    ],
+)
+def test_a_pushed_lease_commit_cannot_keep_standbys_out_forever(
+    tmp_path: Path, message: str
+) -> None:
+    """Anyone who can push can write refs/relctl/lease: one hostile commit (a duration of
+    forever, a non-number, a huge message) must not stop every replica from ever leading."""
+    remote = make_remote(tmp_path, {"README": "x"})
+    bare = remote.removeprefix("file://")
+    env = {"GIT_AUTHOR_NAME": "Eve", "GIT_AUTHOR_EMAIL": "eve@example.net",
+           "GIT_COMMITTER_NAME": "Eve", "GIT_COMMITTER_EMAIL": "eve@example.net"}  # fmt: skip
+    tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    subprocess.run(["git", "--git-dir", bare, "hash-object", "-w", "-t", "tree", "/dev/null"],
+                   check=True, capture_output=True)  # fmt: skip
+    sha = subprocess.run(
+        ["git", "--git-dir", bare, "commit-tree", tree, "-F", "-"],
+        input=message, check=True, capture_output=True, text=True,
+        env={**os.environ, **env},
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["git", "--git-dir", bare, "update-ref", LEASE_REF, sha], check=True)
+    a, a_clock = replica(remote, tmp_path, "a")
+    assert not a.acquire() or holder(remote) == "a"  # a fresh sight of the ref: may wait
+    a_clock.now += DURATION * 10 + 1  # at most ten of its own lease periods
+    assert a.acquire() and holder(remote) == "a"
