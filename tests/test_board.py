@@ -425,3 +425,19 @@ def test_an_invalid_release_lists_its_manifest_problems_escaped() -> None:
     page = client_for(memory_board(status)).get("/releases/shop/gcash").text
     assert "<code>releases/shop/gcash.yaml:7:3</code> spec.grayscale: &lt;script&gt;" in page
     assert "a person: fix the manifest" in page
+
+
+def test_a_huge_commit_subject_or_author_is_cut_like_every_quoted_value(tmp_path: Path) -> None:
+    """A subject is one line of any length a committer typed: it is cut, not served whole
+    on every page."""
+    repo = make_repo(tmp_path / "repo", [make_status()], author="Eve " + "E" * 20_000)
+    git(repo, "commit", "--quiet", "--allow-empty", "-m", "x", env=identity("a", "a@b.c"))
+    write_files(repo, {"releases/shop/gcash.yaml": "# again\n"})
+    git(repo, "commit", "--quiet", "-a", "-m", "S" * 50_000, env=identity("a", "a@b.c"))
+    client = TestClient(board_app(repository_source(repo), clock=lambda: NOW))
+    commits = client.get("/api/releases/shop/gcash").json()["commits"]
+    assert commits, "the intent commits are still listed"
+    assert all(len(c["subject"]) < 200 for c in commits)
+    assert all(len(c["author"]) < 400 for c in commits)
+    page = client.get("/releases/shop/gcash").text
+    assert "S" * 200 not in page and "E" * 200 not in page

@@ -14,6 +14,7 @@ Everything here is pure except ``load_board`` and ``repository_source``. Called 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from controller.gitops import GitError, GitTree, repository, run_git
-from controller.model import ConditionStatus, ConditionType, Phase, Status
+from controller.model import ConditionStatus, ConditionType, Phase, Status, cut
 from controller.platform.protocol import Stage
 from controller.platform.sim.model import bucket
 from controller.repofiles import RepoFiles, WorkTree
@@ -123,10 +124,14 @@ _LABEL: Final[Mapping[Phase, str]] = {
 #: Reasons that show a release went through pilot testing.
 _PILOT_REASONS: Final = frozenset({"PilotTesting", "SyncingTesters", "CompletingTesting"})
 
+log = logging.getLogger("relctl")
+
 #: Commits listed per release (newest first).
 COMMIT_LIMIT: Final = 20
 #: How far back the intent commits are looked for: the last commits that touched releases/.
 SCAN_LIMIT: Final = 2000
+#: What the details of the listed commits may take before they are left out altogether.
+DETAILS_OUTPUT_LIMIT: Final = 16 * 1024 * 1024
 _SHA: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}", re.ASCII)
 #: A user id the lookup accepts: ASCII letters, digits, ``._-``, at most 64 characters.
 _USER_ID: Final = re.compile(r"[0-9A-Za-z._-]{1,64}", re.ASCII)
@@ -183,16 +188,21 @@ def _commit_details(root: Path, shas: list[str]) -> dict[str, IntentCommit]:
     """Author, time, signature check and subject of each commit (one ``git log --stdin``)."""
     if not shas:
         return {}
-    out = run_git(
-        root,
-        "log",
-        "--no-walk=unsorted",
-        "--stdin",
-        "-z",
-        "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%G?%x1f%s",
-        input="".join(f"{sha}\n" for sha in shas).encode(),
-        timeout=60,
-    ).text
+    try:
+        out = run_git(
+            root,
+            "log",
+            "--no-walk=unsorted",
+            "--stdin",
+            "-z",
+            "--format=%H%x1f%an%x1f%ae%x1f%ct%x1f%G?%x1f%s",
+            input="".join(f"{sha}\n" for sha in shas).encode(),
+            timeout=60,
+            max_output=DETAILS_OUTPUT_LIMIT,
+        ).text
+    except GitError as error:  # hostile commits (huge subjects): list none, serve the rest
+        log.warning("board: intent commits left out: %s", error)
+        return {}
     found: dict[str, IntentCommit] = {}
     for record in out.split("\0"):
         parts = record.strip("\n").split("\x1f", 5)
@@ -200,7 +210,8 @@ def _commit_details(root: Path, shas: list[str]) -> dict[str, IntentCommit]:
             continue  # a name with a separator in it: that commit is left out, not misread
         sha, name, email, stamp, code, subject = parts
         when = datetime.fromtimestamp(int(stamp), UTC)
-        found[sha] = IntentCommit(sha, name, email, when, subject, code or "N")
+        # Names and subjects are whatever a committer typed: cut like every quoted value.
+        found[sha] = IntentCommit(sha, cut(name), cut(email), when, cut(subject), code or "N")
     return found
 
 
