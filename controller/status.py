@@ -74,6 +74,9 @@ HEADER: Final = "# Written by the relctl controller. Do not edit: changes are ov
 HISTORY_LIMIT: Final = 20
 #: Directory of the status files in a release repository.
 STATUS_DIR: Final = "status"
+#: Condition and event messages are cut to this length: they quote what people typed (an
+#: author's name, a reviewer's reason), and a status must stay far below the read bound.
+MESSAGE_LIMIT: Final = 1000
 #: A status file larger than this is not read (a person's 30 MB "status" is ignored and
 #: overwritten). The controller's own files stay far below: history is bounded, and values
 #: quoted into messages are cut.
@@ -121,8 +124,10 @@ def set_condition(
     ``lastTransitionTime`` becomes ``now`` (whole seconds, UTC) only when the condition is new
     or its ``status`` changes; a new reason or message alone updates in place. Setting a
     condition to what it already is returns an equal tuple, so an unchanged pass renders the
-    same bytes. Conditions are kept in the order Ready, Reconciling, Stalled.
+    same bytes. Conditions are kept in the order Ready, Reconciling, Stalled; messages are cut
+    to ``MESSAGE_LIMIT`` characters.
     """
+    message = cut(message, MESSAGE_LIMIT)
     existing = next((c for c in conditions if c.type == type_), None)
     if existing is not None and existing.status == status:
         transition = existing.last_transition_time
@@ -157,9 +162,10 @@ def append_event(
     """
     if limit < 1:
         raise ValueError(f"history limit must be at least 1, not {limit}")
-    if history and (history[-1].reason, history[-1].message) == (event.reason, event.message):
+    message = cut(event.message, MESSAGE_LIMIT)
+    if history and (history[-1].reason, history[-1].message) == (event.reason, message):
         return history[-limit:]
-    normalized = Event(time=utc_seconds(event.time), reason=event.reason, message=event.message)
+    normalized = Event(time=utc_seconds(event.time), reason=event.reason, message=message)
     return (*history, normalized)[-limit:]
 
 

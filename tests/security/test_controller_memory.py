@@ -280,3 +280,23 @@ def test_an_outsiders_fix_of_an_invalid_manifest_is_still_judged(tmp_path: Path)
         world.pass_once()
         assert world.statuses()["shop/gcash"].phase is Phase.FORBIDDEN
         assert world.effects("create_release") == []
+
+
+def test_a_huge_author_name_neither_bloats_the_status_nor_loops_commits(tmp_path: Path) -> None:
+    """Status messages quote what people typed (a Forbidden names the commit's author): they
+    are cut, so a status stays small and a pass over unchanged inputs commits nothing."""
+    with make_world(tmp_path, {}) as world:
+        world.edit(SHOP, manifest(), "release shop")
+        world.pass_once()
+        world.person.pull()
+        world.person.write({SHOP: manifest(grayscale=10)})
+        eve = identity("Eve " + "E" * 100_000, "eve@example.net")  # under the OS limit
+        git(world.person.path, "add", "-A", env=eve)
+        git(world.person.path, "commit", "-qm", "more", env=eve)
+        world.person.push()
+        world.pass_once()
+        world.person.pull()
+        text = (world.person.path / STATUS).read_text()
+        assert len(text) < 20_000
+        assert world.statuses()["shop/gcash"].phase is Phase.FORBIDDEN
+        assert world.pass_once().pushed is None  # nothing changed: no commit
