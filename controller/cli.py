@@ -46,6 +46,7 @@ from controller.output.report import (
     preview_report,
     problems_report,
     reconcile_report,
+    rollout_report,
     run_report,
     status_report,
     trust_report,
@@ -55,7 +56,6 @@ from controller.output.text import (
     check_summary,
     problem_line,
     progress_line,
-    rollout_text,
     schedule_text,
     validate_summary,
 )
@@ -633,7 +633,7 @@ def status(
                     workspace.sync()
                     statuses = read_statuses(workspace.root)
                     if mini_program is not None and target_app is not None:
-                        _release_detail(workspace.root, statuses, mini_program, target_app)
+                        _release_detail(workspace.root, statuses, mini_program, target_app, output)
                         return
             except GitError as exc:
                 _fail(str(exc))
@@ -642,7 +642,7 @@ def status(
         root = (repo or _find_repo(Path.cwd())).resolve()
         statuses = read_statuses(root)
         if mini_program is not None and target_app is not None:
-            _release_detail(root, statuses, mini_program, target_app)
+            _release_detail(root, statuses, mini_program, target_app, output)
             return
     rows = status_rows(statuses, datetime.now(UTC))
     width = shutil.get_terminal_size((120, 24)).columns
@@ -860,7 +860,9 @@ def board(repo: Path | None, rev: str, work_tree: bool, listen: str, out: Path |
     server.run()
 
 
-def _release_detail(root: Path, statuses: list[Status], mini_program: str, target_app: str) -> None:
+def _release_detail(
+    root: Path, statuses: list[Status], mini_program: str, target_app: str, output: str
+) -> None:
     key = f"{mini_program}/{target_app}"
     loaded = load_repository(root, [f"{RELEASES_DIR}/{key}.yaml"])
     release = next((r for r in loaded.releases if r.key == key), None)
@@ -868,7 +870,7 @@ def _release_detail(root: Path, statuses: list[Status], mini_program: str, targe
         _fail(f"{RELEASES_DIR}/{key}.yaml is missing or invalid (relctl validate says why)")
         return
     found = next((s for s in statuses if s.key == key), None)
-    click.echo(rollout_text(release, found), nl=False)
+    click.echo(rollout_report(release, found, output), nl=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ line holds everything, abort cancels.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -104,6 +105,22 @@ def test_a_schedule_rolls_out_soaks_analyses_and_waits_for_promote(tmp_path: Pat
         assert "WaitingForPromotion" in shown.output
         assert "     1. grayscale 10%                    done" in shown.output
         assert "crash-rate = 0.3, 10,000 users: Successful (result < 1.5)" in shown.output
+        as_json = CliRunner().invoke(
+            cli, ["status", "shop", "gcash", "--repo", str(w.person.path), "--format", "json"]
+        )
+        assert as_json.exit_code == 0, as_json.output
+        detail = json.loads(as_json.output)
+        assert detail["release"] == "shop/gcash"
+        assert detail["exposure"] == 50
+        steps = detail["rollout"]["steps"]
+        assert steps[0] == {"index": 1, "step": "grayscale 10%", "state": "done"}
+        assert steps[4] == {"index": 5, "step": "pause until promoted", "state": "current"}
+        assert all(step["state"] == "pending" for step in steps[5:])
+        progress = detail["rollout"]["progress"]
+        assert progress["step"] == 5 and progress["halt"] == "WaitingForPromotion"
+        assert [(r["metric"], r["value"], r["result"]) for r in progress["runs"]] == [
+            ("crash-rate", 0.3, "Successful")
+        ]
         w.simulator.advance(24 * 3600)
         w.pass_once()
         assert shop(w).grayscale == 50, "a pause without duration waits for a person"

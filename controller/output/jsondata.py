@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 from controller.model import ConditionStatus, ConditionType, Status
 
 if TYPE_CHECKING:
+    from controller.model import Release
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
 
-__all__ = ["pass_json", "plan_json", "preview_json", "run_pass_json", "to_json"]
+__all__ = [
+    "pass_json",
+    "plan_json",
+    "preview_json",
+    "rollout_json",
+    "run_pass_json",
+    "to_json",
+]
 
 
 def to_json(data: Any) -> str:
@@ -120,3 +128,63 @@ def preview_json(preview: Preview) -> dict[str, object]:
             for c in preview.changes
         ],
     }
+
+
+def rollout_json(release: Release, status: Status | None) -> dict[str, Any]:
+    """``relctl status MP APP --format json``: the same facts as the text view, as data.
+
+    ``rollout`` is null for a release without a rollout; ``steps[].state`` is ``done``,
+    ``current`` or ``pending``, and ``progress`` is null until the controller has started the
+    rollout of this version.
+    """
+    rollout = release.spec.rollout
+    mine = status is not None and status.version == release.spec.version
+    progress = status.rollout if status is not None and mine else None
+    document: dict[str, Any] = {
+        "release": release.key,
+        "version": release.spec.version,
+        "grayscale": release.spec.grayscale,
+        "phase": str(status.phase) if status is not None else None,
+        "exposure": status.grayscale if status is not None else None,
+        "rollout": None,
+    }
+    if rollout is None:
+        return document
+    current = progress.step if progress is not None else 0
+    steps = []
+    for index, step in enumerate(rollout.steps):
+        if index < current:
+            state = "done"
+        elif index == current and progress is not None:
+            state = "current"
+        else:
+            state = "pending"
+        steps.append({"index": index + 1, "step": step.describe(), "state": state})
+    document["rollout"] = {
+        "onFailure": str(rollout.on_failure),
+        "steps": steps,
+        "progress": None
+        if progress is None
+        else {
+            "step": progress.step + 1,
+            "complete": progress.step >= len(rollout.steps),
+            "stepStartedAt": progress.step_started_at.isoformat(),
+            "halt": progress.halt,
+            "message": progress.message or None,
+            "nextAction": progress.next_action or None,
+            "nextTime": progress.next_time.isoformat() if progress.next_time else None,
+            "runs": [
+                {
+                    "time": run.time.isoformat(),
+                    "metric": run.metric,
+                    "value": run.value,
+                    "sample": run.sample,
+                    "condition": run.condition,
+                    "result": str(run.result),
+                    "message": run.message,
+                }
+                for run in progress.runs
+            ],
+        },
+    }
+    return document

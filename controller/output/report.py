@@ -13,13 +13,21 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from controller.output.github import github_annotation
-from controller.output.jsondata import pass_json, plan_json, preview_json, run_pass_json, to_json
+from controller.output.jsondata import (
+    pass_json,
+    plan_json,
+    preview_json,
+    rollout_json,
+    run_pass_json,
+    to_json,
+)
 from controller.output.markdown import plan_markdown, preview_markdown
 from controller.output.table import StatusRow, format_status_table
-from controller.output.text import pass_lines, plan_text, preview_text, problem_line
+from controller.output.text import pass_lines, plan_text, preview_text, problem_line, rollout_text
 
 if TYPE_CHECKING:
     from controller.manifests import Problem
+    from controller.model import Release, Status
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
 
@@ -106,6 +114,13 @@ def status_report(rows: Sequence[StatusRow], output: str, width: int) -> str:
         return "no status files yet: has the controller run a pass?\n"
     # The table ends with a newline of its own, so the text ends with an empty line.
     return format_status_table(rows, width=width) + "\n"
+
+
+def rollout_report(release: Release, status: Status | None, output: str) -> str:
+    """``relctl status MP APP``: one release's rollout, as text or json."""
+    if output == "json":
+        return to_json(rollout_json(release, status)) + "\n"
+    return rollout_text(release, status)
 
 
 def trust_report(summary: dict[str, object], output: str) -> str:
