@@ -63,7 +63,7 @@ def make_simulator(path: Path) -> Simulator:
     return sim
 
 
-@pytest.fixture(params=["inprocess"])
+@pytest.fixture(params=["inprocess", "http"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Simulator, Both]]:
     """The simulator (the platform side) and the adapter under test, in-process or over HTTP."""
     sim = make_simulator(tmp_path / "platform.db")
