@@ -22,7 +22,8 @@ Then, in-process and over HTTP (``--repeat`` times each, median shown):
    on a sample of ``--sample`` releases, extrapolated to all of them (marked ``~``).
 
 Counts are exact (calls, SQL statements of the in-process simulator, bytes of the HTTP
-answers); wall-clock figures are noisy on a shared machine. Exit status 0 when every listing
+answers); wall-clock figures are noisy on a shared machine, the CPU time of this process (both
+sides of the HTTP figures run in it) less so. Exit status 0 when every listing
 returns what it must (every release once; nothing; exactly the changed ones), else 1.
 """
 
@@ -132,21 +133,26 @@ def drain(platform: ListsReleases, since: str | None) -> tuple[list[ReleaseSnaps
 @dataclass
 class Figure:
     name: str
-    seconds: list[float]
+    #: (wall, CPU of this process: both sides of HTTP run in it) seconds per repetition
+    seconds: list[tuple[float, float]]
     calls: int
     count: str
 
     def row(self) -> str:
-        median = statistics.median(self.seconds)
-        return f"  {self.name:<40} {median * 1000:>9.1f} ms  {self.calls:>6} calls  {self.count}"
+        wall = statistics.median(w for w, _cpu in self.seconds) * 1000
+        cpu = statistics.median(c for _w, c in self.seconds) * 1000
+        return (
+            f"  {self.name:<38} {wall:>9.1f} ms wall {cpu:>9.1f} ms cpu  {self.calls:>6} calls"
+            f"  {self.count}"
+        )
 
 
-def timed(repeat: int, action: Callable[[], Any]) -> tuple[list[float], Any]:
+def timed(repeat: int, action: Callable[[], Any]) -> tuple[list[tuple[float, float]], Any]:
     seconds, result = [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = action()
-        seconds.append(time.perf_counter() - start)
+        seconds.append((time.perf_counter() - start, time.process_time() - start_cpu))
     return seconds, result
 
 
@@ -204,7 +210,7 @@ def measure(
     seconds, _ = timed(1, one_by_one)
     scale = len(all_ids) / len(sample)
     figures.append(Figure(f"{label}: release by release",
-                          [s * scale for s in seconds], len(all_ids),
+                          [(w * scale, c * scale) for w, c in seconds], len(all_ids),
                           f"~ extrapolated from {len(sample)} find_releases"))  # fmt: skip
     return figures, ok
 

@@ -410,10 +410,15 @@ def test_an_empty_page_keeps_the_cursor_and_says_no_more(world: tuple[Simulator,
     assert again.releases == () and not again.more and again.cursor == page.cursor
 
 
-def test_a_limit_below_one_is_a_value_error(world: tuple[Simulator, Both]) -> None:
+def test_a_limit_below_one_is_a_value_error_and_a_huge_one_is_a_full_page(
+    world: tuple[Simulator, Both],
+) -> None:
     _sim, platform = world
     with pytest.raises(ValueError, match="limit"):
         platform.list_releases(None, limit=0)
+    made = [created(platform, app) for app in ("dana", "gcash")]
+    page = platform.list_releases(None, limit=10**9)
+    assert [r.release_id for r in page.releases] == made and not page.more
 
 
 # --- cursors this platform did not hand out ------------------------------------------------------

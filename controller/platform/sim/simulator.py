@@ -12,6 +12,8 @@ Time-driven progress (a build finishes, a compatibility test finishes, an automa
 decides) is applied lazily: whenever a call reads or writes the state, every deadline at or
 before the simulator's ``now`` is applied, stamped with the deadline itself (not the moment it
 was noticed). With a manual clock the simulator is therefore fully deterministic.
+``list_releases`` (the optional ``ListsReleases``) makes and stores those changes before it
+lists, so each takes its place in the change sequence like a mutation (``tables``).
 
 Every mutation runs in one ``BEGIN IMMEDIATE`` transaction; the first result (or permanent
 error) of each idempotency key is stored in the same transaction and replayed on a repeat.
