@@ -210,7 +210,8 @@ def create_app(platform: Platform, *, token: str) -> Starlette:
         if (
             not limit_text.isascii()
             or not limit_text.isdigit()
-            or not 1 <= int(limit_text[:6]) <= LIST_RELEASES_MAX
+            or len(limit_text) > 9
+            or not 1 <= int(limit_text) <= LIST_RELEASES_MAX
         ):
             raise BadRequest(f"limit must be an integer from 1 to {LIST_RELEASES_MAX}")
         since = query.get("since")
