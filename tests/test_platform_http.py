@@ -35,6 +35,7 @@ from controller.platform.errors import (
     InvalidState,
     LimitExceeded,
     NotFound,
+    PlatformError,
     PlatformUnusable,
     RateLimited,
     Transient,
@@ -291,6 +292,33 @@ def test_find_releases_follows_every_page(served: tuple[Simulator, str]) -> None
         made.append(release.release_id)
     assert [r.release_id for r in paged.find_releases("shop", "dana")] == made
     paged.close()
+
+
+class WithoutChangeListing:
+    """A platform that has every ``Platform`` call but not the optional ``list_releases``."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_releases":
+            raise AttributeError(name)
+        return getattr(self._platform, name)
+
+
+def test_a_platform_without_list_releases_refuses_the_call_as_an_invalid_request(
+    tmp_path: Path,
+) -> None:
+    sim = simulator(tmp_path)
+    platform = WithoutChangeListing(sim)
+    assert not isinstance(platform, ListsReleases) and isinstance(sim, ListsReleases)
+    with serve_app(create_app(platform, token=TOKEN)) as url:
+        http = HttpPlatform(url, token=TOKEN)
+        with pytest.raises(PlatformError, match="InvalidRequest: this platform does not list"):
+            http.list_releases()
+        assert http.get_version("shop", "1.4.0") is not None  # everything else is served
+        http.close()
+    sim.close()
 
 
 def test_unknown_endpoints_and_missing_keys_answer_the_error_envelope(
