@@ -11,6 +11,7 @@ apps, uploads, reviews, metrics, clock, faults). The other modules, one job each
 * ``tables``: typed rows (apps, versions, releases, settings) over a connection;
 * ``store``: the SQLite file: schema, transactions, locking;
 * ``model``: settings and pure helpers (compatibility matrix, grayscale buckets, QR codes);
+* ``cursor``: the opaque cursors of ``list_releases`` (database identity + change sequence);
 * ``clock``, ``codec`` (values to JSON and back) and ``faults`` (fault injection).
 
 Callers: :func:`controller.platform.open_platform` (``sim:PATH``), ``controller.cli_platform``

@@ -8,6 +8,7 @@ settings and ``bucket``, by ``controller.cli_platform``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -209,7 +210,16 @@ def parse_compat_failures(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def compatibility_cases(failures: Sequence[str]) -> tuple[CompatibilityCase, ...]:
-    """The full OS x network x device matrix; cases matching a failure pattern fail."""
+    """The full OS x network x device matrix; cases matching a failure pattern fail.
+
+    Cached per failure list (the cases are frozen values): every snapshot of a finished report
+    shows the matrix, and a listing of 10,000 releases would otherwise spend half its time here.
+    """
+    return _compatibility_cases(tuple(failures))
+
+
+@functools.lru_cache(maxsize=256)
+def _compatibility_cases(failures: tuple[str, ...]) -> tuple[CompatibilityCase, ...]:
     cases = []
     for os_name in COMPAT_OS:
         for network in COMPAT_NETWORKS:
