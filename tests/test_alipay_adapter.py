@@ -9,6 +9,7 @@ The last test runs the real controller (``relctl reconcile``, a bare git remote)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -24,12 +26,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gitutil import PersonClone, isolate_git, make_remote
 from httputil import serve_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from controller.cli import cli
 from controller.platform import open_platform
 from controller.platform.alipay import wire
 from controller.platform.alipay.adapter import AlipayPlatform
-from controller.platform.alipay.client import AlipayClient, Credentials
+from controller.platform.alipay.client import MAX_ANSWER, AlipayClient, Credentials
 from controller.platform.alipay.gateway import create_gateway
 from controller.platform.errors import (
     InvalidState,
@@ -38,6 +44,8 @@ from controller.platform.errors import (
     NotFound,
     PlatformUnusable,
     RateLimited,
+    Transient,
+    Unknown,
 )
 from controller.platform.protocol import CompatibilityStatus, Stage
 from controller.platform.sim import Simulator
@@ -253,6 +261,54 @@ def test_an_answer_not_signed_by_alipay_is_never_trusted(alipay: Alipay) -> None
     with pytest.raises(PlatformUnusable, match="does not verify"):
         forged.create_release(APP_ID, "1.4.0", "alipay", "production", idempotency_key="k")
     forged.close()
+
+
+def broken_gateway() -> Starlette:
+    """A server on the gateway's path that answers the way no Alipay gateway may."""
+
+    async def answer(request: Request) -> Response:
+        kind = request.query_params.get("method", "")
+        if kind.endswith("version.online"):  # a slow answer: the change may have happened
+            await asyncio.sleep(2)
+            return Response("{}")
+        if kind.endswith("list.query"):  # far too much
+            return Response(b"x" * (MAX_ANSWER + 10))
+        if kind.endswith("gray.online"):
+            return Response("upstream failed", status_code=502)
+        return Response('{"alipay_open_mini_version_detail_query_response":{"code":"10000"}}')
+
+    return Starlette(routes=[Route("/gateway.do", answer, methods=["POST"])])
+
+
+def test_transport_failures_and_answers_that_are_not_alipays_are_typed() -> None:
+    sleeps: list[float] = []
+    credentials = Credentials(
+        APP_ID, wire.load_private_key(APP_KEYS[0]), wire.load_public_key(GATEWAY_KEYS[1])
+    )
+    with serve_app(broken_gateway()) as url:
+        client = AlipayClient(credentials, f"{url}/gateway.do", sleep=sleeps.append,
+                              timeout=httpx.Timeout(0.5, connect=2.0))  # fmt: skip
+        adapter = AlipayPlatform(client, sleep=sleeps.append)
+        with pytest.raises(PlatformUnusable, match="not a signed Alipay response"):
+            adapter.get_release(f"{APP_ID}@1.4.0")
+        with pytest.raises(PlatformUnusable, match="larger than"):
+            adapter.find_releases(APP_ID, "alipay")
+        sent = client.sent
+        with pytest.raises(Unknown, match="after sending"):
+            client.call("alipay.open.mini.version.online", {"app_version": "1.4.0"},
+                        mutation=True)  # fmt: skip
+        assert client.sent == sent + 1  # a change that may have happened is not repeated
+        with pytest.raises(Transient, match="after sending"):
+            client.call("alipay.open.mini.version.online", {}, mutation=False)
+        with pytest.raises(Unknown, match="HTTP 502"):
+            client.call("alipay.open.mini.version.gray.online", {}, mutation=True)
+        adapter.close()
+    closed = AlipayClient(credentials, url + "/gateway.do", sleep=sleeps.append)
+    sent = closed.sent
+    with pytest.raises(Transient, match="cannot reach"):  # the server is gone: nothing sent
+        closed.call("alipay.open.mini.version.online", {}, mutation=True)
+    assert closed.sent - sent == 3  # nothing happened, so it was tried again (bounded)
+    closed.close()
 
 
 def test_a_missing_or_bad_credential_is_refused_by_name_and_never_shown(

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -55,6 +57,7 @@ from controller.platform.alipay.client import (
     AlipayClient,
     credentials_from_env,
 )
+from controller.platform.capabilities import CAPABILITIES
 from controller.platform.errors import (
     InvalidState,
     LimitExceeded,
@@ -106,6 +109,7 @@ _APPROVED_STAGES = frozenset(
 )
 _BASIC_INFO_FIELDS = {name: field for field, name in dialect.BASE_INFO.items()}
 _LAUNCH = "alipays://platformapi/startapp"
+_VERSION = re.compile(r"[0-9A-Za-z._-]{1,64}")
 
 T = TypeVar("T")
 
@@ -119,6 +123,7 @@ def _time(text: Any) -> datetime | None:
         return None
 
 
+@lru_cache(maxsize=32)
 def _svg(url: str) -> str:
     import segno
 
@@ -189,16 +194,20 @@ class AlipayPlatform:
 
     # --- observation ----------------------------------------------------------------------
     def _listed(self) -> list[dict[str, Any]]:
+        """The app's versions on Alipay (``version.list.query``), as ``{"app_version": ...}``.
+
+        A version that is not a plain version string (at most 64 of ``0-9A-Za-z._-``) is left
+        out: relctl could neither name its release nor order it.
+        """
         result = self._client.call("alipay.open.mini.version.list.query", {}, mutation=False)
         infos = result.get("app_version_infos")
-        if isinstance(infos, list):
-            return [
-                i for i in infos if isinstance(i, dict) and isinstance(i.get("app_version"), str)
-            ]
-        versions = result.get("app_versions")
-        if isinstance(versions, list):
-            return [{"app_version": v} for v in versions if isinstance(v, str)]
-        return []
+        if not isinstance(infos, list):
+            versions = result.get("app_versions")
+            infos = [{"app_version": v} for v in versions] if isinstance(versions, list) else []
+        return [
+            info for info in infos
+            if isinstance(info, dict) and _VERSION.fullmatch(str(info.get("app_version", "")))
+        ]  # fmt: skip
 
     def get_version(self, mini_program: str, version: str) -> VersionInfo | None:
         """A version exists on Alipay once it was uploaded (IDE, ``version.upload``)."""
@@ -471,7 +480,7 @@ class AlipayPlatform:
                 f"{self.app_id} {version} is {snapshot.stage}: testers are the experiencers of "
                 "an experience version (pilot testing)"
             )
-        limit = 50
+        limit = CAPABILITIES["alipay"].testers_max or len(wanted)
         if len(wanted) > limit:
             raise LimitExceeded(f"Alipay allows {limit} experiencers; {len(wanted)} asked")
         before = set(snapshot.testers)
@@ -578,6 +587,7 @@ class AlipayPlatform:
             except Unknown:  # a QR code is no state: asking again has no second effect
                 if attempt >= self._repeats:
                     raise
+                self._sleep(self._backoff * (2**attempt))
                 attempt += 1
         url = result.get("qr_code_url")
         if not isinstance(url, str) or not url:

@@ -104,6 +104,9 @@ UNUSABLE_SUB_CODES = frozenset(
     {"isv.invalid-signature", "isv.invalid-app-id", "isv.invalid-signature-type"}
 )
 
+#: The largest answer read (a version list is a few KiB; more is a gateway gone wrong).
+MAX_ANSWER = 4 * 1024 * 1024
+
 _MAX_WORDS = 200  # Alipay's words quoted in a message are cut (they are untrusted input)
 
 
@@ -288,7 +291,7 @@ class AlipayClient:
         params["sign"] = wire.sign(self._credentials.app_private_key, content)
         self.sent += 1
         try:
-            response = self._client.post(self.gateway_url, params=params, data=form)
+            status, body = self._post(params, form)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             raise Transient(f"{method}: cannot reach {self.gateway_url}: {error}") from None
         except httpx.TransportError as error:
@@ -296,14 +299,33 @@ class AlipayClient:
             if mutation:
                 raise Unknown(text + "; re-query before retrying") from None
             raise Transient(text) from None
-        if response.status_code != 200:
-            text = f"{method}: HTTP {response.status_code} from {self.gateway_url}"
-            if mutation and response.status_code in (502, 504):
+        if status != 200:
+            text = f"{method}: HTTP {status} from {self.gateway_url}"
+            if mutation and status >= 500 and status != 503:
                 raise Unknown(text + "; re-query before retrying")
-            if response.status_code >= 500:
+            if status >= 500:
                 raise Transient(text)
             raise PlatformUnusable(text + ": is the gateway URL right?")
-        return self._read(method, response.text, mutation=mutation)
+        if body is None:
+            raise PlatformUnusable(
+                f"{method}: the gateway's answer is larger than {MAX_ANSWER} bytes; not read "
+                "(the outcome of a change is unknown)"
+            )
+        return self._read(method, body.decode("utf-8", "replace"), mutation=mutation)
+
+    def _post(self, params: Mapping[str, str], form: Mapping[str, str]) -> tuple[int, bytes | None]:
+        """The status and body of one POST; the body is None past ``MAX_ANSWER`` bytes."""
+        request = self._client.build_request("POST", self.gateway_url, params=params, data=form)
+        response = self._client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER:
+                    return response.status_code, None
+            return response.status_code, bytes(body)
+        finally:
+            response.close()
 
     def _read(self, method: str, body: str, *, mutation: bool) -> dict[str, Any]:
         """Verify the answer's signature, then read its result by the table."""
