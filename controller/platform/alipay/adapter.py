@@ -333,16 +333,19 @@ class AlipayPlatform:
         send: Callable[[], object],
         done: Callable[[], T | None],
         answer: Callable[[], T],
+        *,
+        checked: bool = False,
     ) -> T:
         """Make one change safely without idempotency keys.
 
         ``done`` reads the platform and answers the result when the change is in effect
         (else None); ``answer`` reads the result after a success. Already done: nothing is
-        sent. ``Unknown``: read again before repeating (at most ``repeats`` times). A refusal:
-        read again, and a release already in the asked state is a success (another attempt,
-        or a person, got there first).
+        sent (``checked``: the caller has just read that it is not). ``Unknown``: read again
+        before repeating (at most ``repeats`` times). A refusal: read again, and a release
+        already in the asked state is a success (another attempt, or a person, got there
+        first).
         """
-        already = done()
+        already = None if checked else done()
         if already is not None:
             return already
         attempt = 0
@@ -448,6 +451,9 @@ class AlipayPlatform:
         """``version.audit.apply``, the description as ``version_desc``."""
         version = self._version_of(release_id)
         current = self._snapshot(version)
+        applied = _APPROVED_STAGES | {Stage.UNDER_REVIEW}
+        if current.stage in applied:
+            return current
         params = {"app_version": version}
         if current.basic_info.get("description"):
             params["version_desc"] = current.basic_info["description"]
@@ -456,8 +462,9 @@ class AlipayPlatform:
             lambda: self._client.call(
                 "alipay.open.mini.version.audit.apply", None, mutation=True, text_params=params
             ),
-            self._when(version, lambda s: s.stage in _APPROVED_STAGES | {Stage.UNDER_REVIEW}),
+            self._when(version, lambda s: s.stage in applied),
             lambda: self._snapshot(version),
+            checked=True,
         )
 
     def withdraw(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
@@ -507,6 +514,7 @@ class AlipayPlatform:
             lambda: self._client.call(f"alipay.open.app.members.{method}", biz, mutation=True),
             done,
             lambda: True,
+            checked=True,  # set_testers has just read the experiencers
         )
 
     def complete_testing(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
@@ -533,7 +541,9 @@ class AlipayPlatform:
                 "grayscale version (audited.cancel, gray.cancel); withdraw one under review, "
                 "or leave one in development unreleased"
             )
-        return self._version_call(method, version, lambda s: s.stage is Stage.CANCELED)
+        return self._version_call(
+            method, version, lambda s: s.stage is Stage.CANCELED, checked=True
+        )
 
     def set_grayscale(
         self, release_id: str, percent: int, *, idempotency_key: str
@@ -595,13 +605,19 @@ class AlipayPlatform:
         return QrCode(url=url, svg=_svg(url))
 
     def _version_call(
-        self, method: str, version: str, ok: Callable[[ReleaseSnapshot], bool]
+        self,
+        method: str,
+        version: str,
+        ok: Callable[[ReleaseSnapshot], bool],
+        *,
+        checked: bool = False,
     ) -> ReleaseSnapshot:
         return self._change(
             f"{method.removeprefix('alipay.open.')} {version}",
             lambda: self._client.call(method, {"app_version": version}, mutation=True),
             self._when(version, ok),
             lambda: self._snapshot(version),
+            checked=checked,
         )
 
 
