@@ -35,7 +35,7 @@ from controller.cli import cli
 from controller.platform import open_platform
 from controller.platform.alipay import wire
 from controller.platform.alipay.adapter import AlipayPlatform
-from controller.platform.alipay.client import MAX_ANSWER, AlipayClient, Credentials
+from controller.platform.alipay.client import MAX_ANSWER, AlipayClient, Credentials, error_for
 from controller.platform.alipay.gateway import create_gateway
 from controller.platform.errors import (
     InvalidState,
@@ -47,7 +47,7 @@ from controller.platform.errors import (
     Transient,
     Unknown,
 )
-from controller.platform.protocol import CompatibilityStatus, Stage
+from controller.platform.protocol import CompatibilityStatus, Platform, Stage
 from controller.platform.sim import Simulator
 from controller.status import parse_status
 
@@ -223,6 +223,44 @@ def test_refusals_are_typed_and_name_what_is_refused(alipay: Alipay) -> None:
                             idempotency_key="k")  # fmt: skip
 
 
+def test_a_rejection_carries_alipays_reason_and_can_be_applied_again(alipay: Alipay) -> None:
+    rid = created(alipay)
+    alipay.adapter.apply(rid, idempotency_key="k")
+    (release,) = alipay.sim.releases()
+    alipay.sim.review(release.release_id, approve=False, reason="the slogan promises cash")
+    rejected = alipay.adapter.get_release(rid)
+    assert rejected.stage is Stage.REJECTED
+    assert rejected.review is not None and rejected.review.reason == "the slogan promises cash"
+    assert rejected.stage_times[Stage.REJECTED] == rejected.review.decided_at
+    assert alipay.adapter.apply(rid, idempotency_key="k").stage is Stage.UNDER_REVIEW
+    assert alipay.effects("apply") == 2
+
+
+@pytest.mark.parametrize(
+    ("result", "mutation", "expected"),
+    [
+        ({"code": "20000", "sub_code": "isp.unknow-error"}, True, Unknown),
+        ({"code": "20000", "sub_code": "isp.unknow-error"}, False, Transient),
+        ({"code": "20000", "sub_code": "aop.ACQ.SYSTEM_BUSY"}, True, RateLimited),
+        ({"code": "40004", "sub_code": "isv.not-found"}, True, NotFound),
+        ({"code": "40004", "sub_code": "isv.not-editable"}, True, NotEditable),
+        ({"code": "40004", "sub_code": "isv.limit-exceeded"}, True, LimitExceeded),
+        ({"code": "40004", "sub_code": "isv.something-new"}, True, InvalidState),
+        ({"code": "40002", "sub_code": "isv.invalid-gray-strategy"}, True, LimitExceeded),
+        ({"code": "40002", "sub_code": "isv.invalid-signature"}, False, PlatformUnusable),
+        ({"code": "20001", "sub_code": "aop.invalid-auth-token"}, False, PlatformUnusable),
+        ({"code": "40006", "sub_code": "isv.insufficient-isv-permissions"}, True, PlatformUnusable),
+    ],
+)
+def test_alipay_codes_map_onto_typed_errors_by_one_table(
+    result: dict[str, str], mutation: bool, expected: type[Exception]
+) -> None:
+    error = error_for("alipay.open.mini.version.online", {**result, "sub_msg": "words"},
+                      mutation=mutation)  # fmt: skip
+    assert type(error) is expected
+    assert result["sub_code"] in error.message and "words" in error.message
+
+
 def test_a_rate_limit_is_retried_briefly_then_reported(alipay: Alipay) -> None:
     rid = created(alipay)
     alipay.sim.faults(rate_limited_rate=1.0, seed=3)
@@ -327,7 +365,7 @@ def test_a_missing_or_bad_credential_is_refused_by_name_and_never_shown(
     with pytest.raises(ValueError, match="https"):
         open_platform("alipay:http://example.com/gateway.do")
     adapter = open_platform("alipay:")
-    assert "openapi.alipay.com" in repr(adapter)
+    assert isinstance(adapter, Platform) and "openapi.alipay.com" in repr(adapter)
     assert APP_KEYS[0][:40] not in repr(adapter) + repr(getattr(adapter, "_client", ""))
     adapter.close()  # type: ignore[attr-defined]
 
