@@ -50,7 +50,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from controller.platform.alipay import gateway as dialect
+from controller.platform.alipay import wire
 from controller.platform.alipay.client import (
     DEFAULT_GATEWAY,
     GATEWAY_URL_ENV,
@@ -101,13 +101,13 @@ BUILD_STAGES = {"0": Stage.BUILDING, "1": Stage.BUILDING, "3": Stage.BUILD_FAILE
                 "5": Stage.BUILD_FAILED}  # fmt: skip
 
 #: Percentages ``version.gray.online`` takes (``gray_strategy`` pNN).
-GRAY_PERCENTS = tuple(sorted(dialect.GRAY_STRATEGIES.values()))
+GRAY_PERCENTS = tuple(sorted(wire.GRAY_STRATEGIES.values()))
 
 _ENVIRONMENT = "production"
 _APPROVED_STAGES = frozenset(
     {Stage.PILOT_TESTING, Stage.RELEASE_PREPARATION, Stage.GRAYSCALE, Stage.FULL_RELEASE}
 )
-_BASIC_INFO_FIELDS = {name: field for field, name in dialect.BASE_INFO.items()}
+_BASIC_INFO_FIELDS = {name: field for field, name in wire.BASE_INFO.items()}
 _LAUNCH = "alipays://platformapi/startapp"
 _VERSION = re.compile(r"[0-9A-Za-z._-]{1,64}")
 
@@ -118,7 +118,7 @@ def _time(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.strptime(text, dialect.TIME_FORMAT).replace(tzinfo=dialect.BEIJING)
+        return datetime.strptime(text, wire.TIME_FORMAT).replace(tzinfo=wire.BEIJING)
     except ValueError:
         return None
 
@@ -246,7 +246,7 @@ class AlipayPlatform:
         testers: tuple[str, ...] = ()
         if status == "WAIT_RELEASE":
             experience = self._client.call("alipay.open.mini.experience.query", biz, mutation=False)
-            if experience.get("status") == dialect.EXPERIENCE_PACKAGED:
+            if experience.get("status") == wire.EXPERIENCE_PACKAGED:
                 stage = Stage.PILOT_TESTING
                 testers = tuple(self._members())
         online = _time(detail.get("gmt_online"))
@@ -276,12 +276,12 @@ class AlipayPlatform:
         grayscale = 0
         if stage is Stage.GRAYSCALE:
             strategy = str(detail.get("gray_strategy", ""))
-            grayscale = dialect.GRAY_STRATEGIES.get(strategy, 0)
+            grayscale = wire.GRAY_STRATEGIES.get(strategy, 0)
         elif stage is Stage.FULL_RELEASE:
             grayscale = 100
         basic_info = {
             name: str(detail[field])
-            for field, name in dialect.BASE_INFO.items()
+            for field, name in wire.BASE_INFO.items()
             if isinstance(detail.get(field), str) and detail[field]
         }
         launch = f"{_LAUNCH}?{urlencode({'appId': self.app_id})}"
@@ -317,7 +317,7 @@ class AlipayPlatform:
 
     def _members(self) -> list[str]:
         result = self._client.call(
-            "alipay.open.app.members.query", {"role": dialect.EXPERIENCER}, mutation=False
+            "alipay.open.app.members.query", {"role": wire.EXPERIENCER}, mutation=False
         )
         found = result.get("app_member_info_list")
         if not isinstance(found, list):
@@ -502,9 +502,9 @@ class AlipayPlatform:
     def _member(self, user: str, *, present: bool) -> None:
         """Add (``app.members.create``) or remove (``.delete``) one experiencer."""
         if present:
-            method, biz = "create", {"logon_id": user, "role": dialect.EXPERIENCER}
+            method, biz = "create", {"logon_id": user, "role": wire.EXPERIENCER}
         else:
-            method, biz = "delete", {"user_id": user, "role": dialect.EXPERIENCER}
+            method, biz = "delete", {"user_id": user, "role": wire.EXPERIENCER}
 
         def done() -> bool | None:
             return True if (user in self._members()) is present else None

@@ -44,7 +44,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from controller.platform.alipay import wire
-from controller.platform.alipay.gateway import BEIJING, TIME_FORMAT
+from controller.platform.alipay.wire import BEIJING, TIME_FORMAT
 from controller.platform.errors import (
     Conflict,
     InvalidState,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,24 +43,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from controller.platform.alipay import wire
+from controller.platform.alipay.wire import (
+    BASE_INFO,
+    EXPERIENCE_PACKAGED,
+    EXPERIENCER,
+    GRAY_STRATEGIES,
+    NOT_EXPERIENCE,
+    alipay_time,
+)
 from controller.platform.errors import InvalidState, NotFound, PlatformError, Unknown
 from controller.platform.protocol import Platform, ReleaseSnapshot
 from controller.platform.rules import IN_FLIGHT_STAGES, Stage
 
-__all__ = [
-    "BASE_INFO",
-    "BEIJING",
-    "BUILD_CREATED",
-    "BUILD_STATUS",
-    "EXPERIENCER",
-    "EXPERIENCE_PACKAGED",
-    "GRAY_STRATEGIES",
-    "NOT_EXPERIENCE",
-    "STATUS",
-    "TIME_FORMAT",
-    "alipay_time",
-    "create_gateway",
-]
+__all__ = ["BUILD_CREATED", "BUILD_STATUS", "STATUS", "create_gateway"]
 
 STATUS: dict[Stage, str] = {
     Stage.BUILDING: "INIT",
@@ -82,23 +76,6 @@ STATUS: dict[Stage, str] = {
 BUILD_STATUS: dict[Stage, str] = {Stage.BUILDING: "1", Stage.BUILD_FAILED: "3"}
 BUILD_CREATED = "6"
 
-#: ``experience.query``'s ``status``.
-EXPERIENCE_PACKAGED = "expVersionPackaged"
-NOT_EXPERIENCE = "notExpVersion"
-
-#: ``app.members.*``'s role of a tester.
-EXPERIENCER = "EXPERIENCER"
-
-#: Alipay's timestamps are Beijing time, ``yyyy-MM-dd HH:mm:ss``.
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-#: Base info fields (``mini.baseinfo.modify``, ``version.detail.query``) -> basic info keys.
-BASE_INFO = {"app_name": "name", "app_slogan": "slogan", "app_desc": "description"}
-
-#: ``version.gray.online``'s ``gray_strategy`` -> percentage.
-GRAY_STRATEGIES = {"p10": 10, "p30": 30, "p50": 50}
-
 _CHARSET = "utf-8"
 
 #: The common parameters of every request (the rest belong to the API).
@@ -106,11 +83,6 @@ _COMMON = frozenset(
     {"app_id", "method", "format", "charset", "sign_type", "sign", "timestamp", "version",
      "notify_url", "return_url", "encrypt_type", "app_auth_token", "auth_token", "biz_content"}
 )  # fmt: skip
-
-
-def alipay_time(moment: datetime) -> str:
-    """A time as Alipay writes it: Beijing time, ``yyyy-MM-dd HH:mm:ss``."""
-    return moment.astimezone(BEIJING).strftime(TIME_FORMAT)
 
 
 class _Refused(Exception):
