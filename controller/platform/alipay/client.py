@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from controller.platform.alipay import wire
@@ -156,13 +157,13 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
         raise PlatformUnusable(f"the Alipay adapter needs {', '.join(missing)} in the environment")
     try:
         private = wire.load_private_key(env[APP_PRIVATE_KEY_ENV])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise PlatformUnusable(
             f"{APP_PRIVATE_KEY_ENV} is not an RSA private key (base64 body or PEM)"
         ) from None
     try:
         public = wire.load_public_key(env[PUBLIC_KEY_ENV])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise PlatformUnusable(
             f"{PUBLIC_KEY_ENV} is not an RSA public key (base64 body or PEM)"
         ) from None
