@@ -222,7 +222,12 @@ class AlipayPlatform:
 
     def find_releases(self, mini_program: str, target_app: str) -> list[ReleaseSnapshot]:
         self._check_app(mini_program, target_app)
-        found = [self._snapshot(info["app_version"]) for info in self._listed()]
+        found = []
+        for info in self._listed():
+            try:
+                found.append(self._snapshot(info["app_version"]))
+            except NotFound:  # deleted between the list and the detail: no longer there
+                continue
         return sorted(found, key=lambda s: s.created_at)  # stable: Alipay's order on ties
 
     def get_feedback(self, release_id: str) -> Feedback:
