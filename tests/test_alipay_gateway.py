@@ -233,6 +233,27 @@ def test_builds_base_info_experience_versions_and_experiencers_through_the_offic
     assert "gmt_offline" in offline
 
 
+def test_an_application_waits_for_the_simulators_running_compatibility_test(
+    gateway: tuple[Simulator, str],
+) -> None:
+    sim, url = gateway
+    sim.set_app("alipay", test_seconds=60)
+    client = sdk(url)
+    call(client, AlipayOpenMiniVersionUploadRequest(), {"app_version": "1.4.0"})
+    apply = AlipayOpenMiniVersionAuditApplyRequest()
+    apply.app_version = "1.4.0"
+    early = call(client, apply)
+    assert (early["code"], early["sub_code"]) == ("40004", "isv.invalid-state")
+    assert "still running" in early["sub_msg"]
+    again = call(client, apply)  # the running test is waited for, not started twice
+    assert "still running" in again["sub_msg"]
+    sim.advance(60)
+    assert call(client, apply)["status"] == "AUDITING"
+    (release,) = sim.releases()
+    report = sim.get_release(release.release_id).compatibility
+    assert report is not None and report.report_id == "C-000001"
+
+
 def test_refusals_are_business_failures_with_a_sub_code(gateway: tuple[Simulator, str]) -> None:
     _sim, url = gateway
     client = sdk(url)

@@ -52,7 +52,7 @@ from controller.platform.alipay.wire import (
     alipay_time,
 )
 from controller.platform.errors import InvalidState, NotFound, PlatformError, Unknown
-from controller.platform.protocol import Platform, ReleaseSnapshot
+from controller.platform.protocol import Platform, ReleaseSnapshot, configuration_digest
 from controller.platform.rules import IN_FLIGHT_STAGES, Stage
 
 __all__ = ["BUILD_CREATED", "BUILD_STATUS", "STATUS", "create_gateway"]
@@ -255,8 +255,14 @@ def create_gateway(
             if isinstance(biz.get("version_desc"), str) and biz["version_desc"]:
                 biz.setdefault("app_desc", biz["version_desc"])
             update_base_info(snapshot, biz, f"{key}:info")
-            report = platform.get_release(rid).compatibility
-            if report is None or report.finished_at is None:
+            # Alipay has no compatibility test; the simulator wants a current report. A test
+            # still running is waited for (the application is refused until it finishes).
+            current = platform.get_release(rid)
+            report = current.compatibility
+            digest = configuration_digest(current.configuration)
+            if report is None or (
+                report.finished_at is not None and report.configuration_digest != digest
+            ):
                 platform.run_compatibility_test(rid, idempotency_key=f"{key}:test")
             return describe(platform.apply(rid, idempotency_key=key))
         if short == "mini.version.audit.cancel":
