@@ -25,11 +25,38 @@ import pytest
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
 from alipay.aop.api.exception.Exception import ResponseException
+from alipay.aop.api.request.AlipayOpenAppMembersCreateRequest import (
+    AlipayOpenAppMembersCreateRequest,
+)
+from alipay.aop.api.request.AlipayOpenAppMembersDeleteRequest import (
+    AlipayOpenAppMembersDeleteRequest,
+)
+from alipay.aop.api.request.AlipayOpenAppMembersQueryRequest import (
+    AlipayOpenAppMembersQueryRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniBaseinfoModifyRequest import (
+    AlipayOpenMiniBaseinfoModifyRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniExperienceCancelRequest import (
+    AlipayOpenMiniExperienceCancelRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniExperienceCreateRequest import (
+    AlipayOpenMiniExperienceCreateRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniExperienceQueryRequest import (
+    AlipayOpenMiniExperienceQueryRequest,
+)
 from alipay.aop.api.request.AlipayOpenMiniVersionAuditApplyRequest import (
     AlipayOpenMiniVersionAuditApplyRequest,
 )
 from alipay.aop.api.request.AlipayOpenMiniVersionAuditCancelRequest import (
     AlipayOpenMiniVersionAuditCancelRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniVersionAuditedCancelRequest import (
+    AlipayOpenMiniVersionAuditedCancelRequest,
+)
+from alipay.aop.api.request.AlipayOpenMiniVersionBuildQueryRequest import (
+    AlipayOpenMiniVersionBuildQueryRequest,
 )
 from alipay.aop.api.request.AlipayOpenMiniVersionDetailQueryRequest import (
     AlipayOpenMiniVersionDetailQueryRequest,
@@ -140,6 +167,91 @@ def test_a_release_lifecycle_through_the_official_sdk(gateway: tuple[Simulator, 
     assert sim.get_release(release.release_id).stage is Stage.FULL_RELEASE
     listed = call(client, AlipayOpenMiniVersionListQueryRequest(), {})
     assert listed["app_version_infos"] == [{"app_version": "1.4.0", "version_status": "RELEASE"}]
+
+
+def test_builds_base_info_experience_versions_and_experiencers_through_the_official_sdk(
+    gateway: tuple[Simulator, str],
+) -> None:
+    sim, url = gateway
+    sim.set_app("alipay", build_seconds=60, pilot_required=True)
+    client = sdk(url)
+    version = {"app_version": "1.4.0"}
+    call(client, AlipayOpenMiniVersionUploadRequest(), version)
+    building = call(client, AlipayOpenMiniVersionBuildQueryRequest(), version)
+    assert (building["create_status"], building["version_created"]) == ("1", "false")
+    assert call(client, AlipayOpenMiniVersionDetailQueryRequest(), version)["status"] == "INIT"
+    sim.advance(60)
+    built = call(client, AlipayOpenMiniVersionBuildQueryRequest(), version)
+    assert (built["create_status"], built["version_created"]) == ("6", "true")
+    base = AlipayOpenMiniBaseinfoModifyRequest()
+    base.app_name, base.app_slogan, base.app_desc = "Shop", "One tap", "Browse and pay."
+    assert call(client, base)["code"] == "10000"
+    detail = call(client, AlipayOpenMiniVersionDetailQueryRequest(), version)
+    assert (detail["app_name"], detail["app_slogan"], detail["app_desc"]) == (
+        "Shop", "One tap", "Browse and pay.",
+    )  # fmt: skip
+    assert "gmt_create" in detail and "gmt_apply_audit" not in detail
+    not_yet = call(client, AlipayOpenMiniExperienceCreateRequest(), version)
+    assert (not_yet["code"], not_yet["sub_code"]) == ("40004", "isv.invalid-state")
+    apply = AlipayOpenMiniVersionAuditApplyRequest()
+    apply.app_version = "1.4.0"
+    call(client, apply)
+    (release,) = sim.releases()
+    sim.review(release.release_id, approve=True)
+    approved = call(client, AlipayOpenMiniVersionDetailQueryRequest(), version)
+    assert approved["status"] == "WAIT_RELEASE" and "gmt_audit_end" in approved
+    experience = call(client, AlipayOpenMiniExperienceQueryRequest(), version)
+    assert experience["status"] == "expVersionPackaged"
+    assert "appId=" + APP_ID in experience["exp_qr_code_url"]
+    assert call(client, AlipayOpenMiniExperienceCreateRequest(), version)["code"] == "10000"
+    for tester in ("2088000000000001", "2088000000000002"):
+        added = call(client, AlipayOpenAppMembersCreateRequest(),
+                     {"logon_id": tester, "role": "EXPERIENCER"})  # fmt: skip
+        assert added["code"] == "10000", added
+    members = call(client, AlipayOpenAppMembersQueryRequest(), {"role": "EXPERIENCER"})
+    assert [m["user_id"] for m in members["app_member_info_list"]] == [
+        "2088000000000001", "2088000000000002",
+    ]  # fmt: skip
+    gone = call(client, AlipayOpenAppMembersDeleteRequest(),
+                {"user_id": "2088000000000001", "role": "EXPERIENCER"})  # fmt: skip
+    assert gone["code"] == "10000"
+    assert sim.get_release(release.release_id).testers == ("2088000000000002",)
+    twice = call(client, AlipayOpenAppMembersDeleteRequest(),
+                 {"user_id": "2088000000000001", "role": "EXPERIENCER"})  # fmt: skip
+    assert twice["sub_code"] == "isv.not-found"
+    wrong = call(client, AlipayOpenAppMembersCreateRequest(),
+                 {"logon_id": "2088000000000003", "role": "DEVELOPER"})  # fmt: skip
+    assert wrong["sub_code"] == "isv.invalid-role"
+    assert call(client, AlipayOpenMiniExperienceCancelRequest(), version)["code"] == "10000"
+    ended = call(client, AlipayOpenMiniExperienceQueryRequest(), version)
+    assert ended["status"] == "notExpVersion"
+    assert sim.get_release(release.release_id).stage is Stage.RELEASE_PREPARATION
+    canceled = call(client, AlipayOpenMiniVersionAuditedCancelRequest(), version)
+    assert canceled["code"] == "10000"
+    offline = call(client, AlipayOpenMiniVersionDetailQueryRequest(), version)
+    assert offline["status"] == "OFFLINE" and "gmt_online" not in offline
+    assert "gmt_offline" in offline
+
+
+def test_an_application_waits_for_the_simulators_running_compatibility_test(
+    gateway: tuple[Simulator, str],
+) -> None:
+    sim, url = gateway
+    sim.set_app("alipay", test_seconds=60)
+    client = sdk(url)
+    call(client, AlipayOpenMiniVersionUploadRequest(), {"app_version": "1.4.0"})
+    apply = AlipayOpenMiniVersionAuditApplyRequest()
+    apply.app_version = "1.4.0"
+    early = call(client, apply)
+    assert (early["code"], early["sub_code"]) == ("40004", "isv.invalid-state")
+    assert "still running" in early["sub_msg"]
+    again = call(client, apply)  # the running test is waited for, not started twice
+    assert "still running" in again["sub_msg"]
+    sim.advance(60)
+    assert call(client, apply)["status"] == "AUDITING"
+    (release,) = sim.releases()
+    report = sim.get_release(release.release_id).compatibility
+    assert report is not None and report.report_id == "C-000001"
 
 
 def test_refusals_are_business_failures_with_a_sub_code(gateway: tuple[Simulator, str]) -> None:

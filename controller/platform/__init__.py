@@ -16,6 +16,7 @@ SCHEMES = {
     "sim": "embedded platform simulator over one SQLite file: sim:PATH",
     "http": "a server of the HTTP contract (schemas/platform-openapi.yaml): http://HOST:PORT",
     "https": "the same over TLS: https://HOST[/PREFIX]; token from $RELCTL_PLATFORM_TOKEN",
+    "alipay": "Alipay Open Platform: alipay:[GATEWAY_URL]; app id and keys from $RELCTL_ALIPAY_*",
 }
 
 
@@ -45,4 +46,8 @@ def open_platform(spec: str) -> Platform:
         from controller.platform.http.client import HttpPlatform
 
         return HttpPlatform(spec)
+    if scheme == "alipay":
+        from controller.platform.alipay.adapter import open_alipay
+
+        return open_alipay(rest)
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree

@@ -11,9 +11,18 @@ every answer is signed with the gateway's key. Alipay has no idempotency keys, a
 does the gateway: every request is a new call (a client re-queries before repeating one that
 answered 20000).
 
-Stages as ``version_status`` (``STATUS``): Alipay's own values, except ``BUILDING`` and
-``BUILD_FAIL`` (Alipay reports builds through ``version.build.query``); a canceled version is
-``INIT`` again, as on Alipay (sent back to development).
+Stages as ``version_status`` (``STATUS``): Alipay's own values. A version being built or whose
+build failed is ``INIT`` (in development); its build is told by ``version.build.query``
+(``create_status``, ``BUILD_STATUS``). Pilot testing is ``WAIT_RELEASE`` with an experience
+version (``experience.query``: ``expVersionPackaged``). A canceled version is ``OFFLINE``
+without ``gmt_online``: Alipay sends a canceled version back to development (``INIT``), but
+the simulator's cancel is final, and a gateway that showed ``INIT`` would offer an
+application the simulator refuses; an archived version is ``OFFLINE`` with ``gmt_online``.
+
+What Alipay keeps per app and the simulator per release: the experiencers
+(``app.members.*``, role ``EXPERIENCER``) are the testers of the release in pilot testing;
+the base info (``mini.baseinfo.modify``: ``app_name``, ``app_slogan``, ``app_desc``) is the
+basic info of the release in flight. ``experience.cancel`` completes pilot testing.
 
 Callers: ``controller.cli_platform`` (``serve --dialect alipay``) and tests.
 """
@@ -24,7 +33,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
@@ -34,15 +43,23 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from controller.platform.alipay import wire
+from controller.platform.alipay.wire import (
+    BASE_INFO,
+    EXPERIENCE_PACKAGED,
+    EXPERIENCER,
+    GRAY_STRATEGIES,
+    NOT_EXPERIENCE,
+    alipay_time,
+)
 from controller.platform.errors import InvalidState, NotFound, PlatformError, Unknown
-from controller.platform.protocol import Platform, ReleaseSnapshot
-from controller.platform.rules import Stage
+from controller.platform.protocol import Platform, ReleaseSnapshot, configuration_digest
+from controller.platform.rules import IN_FLIGHT_STAGES, Stage
 
-__all__ = ["GRAY_STRATEGIES", "STATUS", "create_gateway"]
+__all__ = ["BUILD_CREATED", "BUILD_STATUS", "STATUS", "create_gateway"]
 
 STATUS: dict[Stage, str] = {
-    Stage.BUILDING: "BUILDING",
-    Stage.BUILD_FAILED: "BUILD_FAIL",
+    Stage.BUILDING: "INIT",
+    Stage.BUILD_FAILED: "INIT",
     Stage.NEW_VERSION_CREATED: "INIT",
     Stage.UNDER_REVIEW: "AUDITING",
     Stage.REJECTED: "AUDIT_REJECT",
@@ -50,12 +67,14 @@ STATUS: dict[Stage, str] = {
     Stage.RELEASE_PREPARATION: "WAIT_RELEASE",
     Stage.GRAYSCALE: "GRAY",
     Stage.FULL_RELEASE: "RELEASE",
-    Stage.CANCELED: "INIT",
+    Stage.CANCELED: "OFFLINE",
     Stage.ARCHIVED: "OFFLINE",
 }
 
-#: ``version.gray.online``'s ``gray_strategy`` -> percentage.
-GRAY_STRATEGIES = {"p10": 10, "p30": 30, "p50": 50}
+#: ``version.build.query``'s ``create_status`` (relctl's reading of Alipay's reference):
+#: 1 building, 3 build failed, 6 version created.
+BUILD_STATUS: dict[Stage, str] = {Stage.BUILDING: "1", Stage.BUILD_FAILED: "3"}
+BUILD_CREATED = "6"
 
 _CHARSET = "utf-8"
 
@@ -99,12 +118,70 @@ def create_gateway(
             "app_version": snapshot.version,
             "status": STATUS[snapshot.stage],
             "version_desc": snapshot.basic_info.get("description", ""),
+            "gmt_create": alipay_time(snapshot.created_at),
         }
+        for field, key in BASE_INFO.items():
+            if snapshot.basic_info.get(key):
+                info[field] = snapshot.basic_info[key]
+        times = snapshot.stage_times
+        if Stage.UNDER_REVIEW in times:
+            info["gmt_apply_audit"] = alipay_time(times[Stage.UNDER_REVIEW])
+        if snapshot.review is not None:
+            info["gmt_audit_end"] = alipay_time(snapshot.review.decided_at)
+        if Stage.FULL_RELEASE in times:
+            info["gmt_online"] = alipay_time(times[Stage.FULL_RELEASE])
+        for final in (Stage.CANCELED, Stage.ARCHIVED):
+            if snapshot.stage is final:
+                info["gmt_offline"] = alipay_time(times.get(final, snapshot.updated_at))
         if snapshot.stage is Stage.GRAYSCALE:
             info["gray_strategy"] = f"p{snapshot.grayscale}"
         if snapshot.review is not None and snapshot.stage is Stage.REJECTED:
             info["reject_reason"] = snapshot.review.reason
         return info
+
+    def in_flight(mini_program: str) -> ReleaseSnapshot:
+        """The release of ``mini_program`` in flight: what Alipay's per-app calls act on."""
+        for snapshot in reversed(platform.find_releases(mini_program, target_app)):
+            if snapshot.stage in IN_FLIGHT_STAGES:
+                return snapshot
+        raise InvalidState(f"{mini_program} has no version in development on {target_app}")
+
+    def members(mini_program: str) -> list[str]:
+        found = platform.find_releases(mini_program, target_app)
+        piloted = [s for s in found if s.stage is Stage.PILOT_TESTING]
+        return list(piloted[-1].testers) if piloted else []
+
+    def member_of(biz: Mapping[str, Any], field: str) -> str:
+        if biz.get("role") != EXPERIENCER:
+            raise _Refused("isv.invalid-role", f"role must be {EXPERIENCER}")
+        value = biz.get(field)
+        if not isinstance(value, str) or not value:
+            raise _Refused(f"isv.missing-{field.replace('_', '-')}", f"biz_content needs {field}")
+        return value
+
+    def set_members(mini_program: str, key: str, change: Callable[[list[str]], list[str]]) -> None:
+        piloted = [s for s in platform.find_releases(mini_program, target_app)
+                   if s.stage is Stage.PILOT_TESTING]  # fmt: skip
+        if not piloted:
+            raise InvalidState(f"{mini_program} has no experience version on {target_app}")
+        release = piloted[-1]
+        platform.set_testers(release.release_id, change(list(release.testers)),
+                             idempotency_key=key)  # fmt: skip
+
+    def update_base_info(snapshot: ReleaseSnapshot, biz: Mapping[str, Any], key: str) -> None:
+        info = dict(snapshot.basic_info)
+        for field, name in BASE_INFO.items():
+            value = biz.get(field)
+            if isinstance(value, str):
+                info[name] = value
+        info = {k: v for k, v in info.items() if v}
+        if info != dict(snapshot.basic_info):
+            platform.update_basic_info(snapshot.release_id, info, idempotency_key=key)
+
+    def experience_url(snapshot: ReleaseSnapshot) -> str:
+        query = urlencode({"appId": snapshot.mini_program, "version": snapshot.version,
+                           "experience": "true"})  # fmt: skip
+        return f"alipays://platformapi/startapp?{query}"
 
     def handle(mp: str, method: str, biz: dict[str, Any], key: str) -> dict[str, Any]:
         short = method.removeprefix("alipay.open.")
@@ -130,16 +207,62 @@ def create_gateway(
                 raise InvalidState(f"{mp} has no released version on {target_app}")
             qr = platform.create_qr_code(released[-1].release_id, idempotency_key=key)
             return {"qr_code_url": qr.url}
+        if short == "mini.baseinfo.modify":
+            update_base_info(in_flight(mp), biz, key)
+            return {}
+        if short == "app.members.query":
+            if biz.get("role") != EXPERIENCER:
+                raise _Refused("isv.invalid-role", f"role must be {EXPERIENCER}")
+            return {"app_member_info_list": [
+                {"user_id": m, "logon_id": m, "role": EXPERIENCER, "status": "VALID"}
+                for m in members(mp)
+            ]}  # fmt: skip
+        if short == "app.members.create":
+            logon_id = member_of(biz, "logon_id")
+            set_members(
+                mp, key, lambda current: current if logon_id in current else [*current, logon_id]
+            )
+            return {}
+        if short == "app.members.delete":
+            user_id = member_of(biz, "user_id")
+            if user_id not in members(mp):
+                raise NotFound(f"{user_id} is not an experiencer of {mp}")
+            set_members(mp, key, lambda current: [m for m in current if m != user_id])
+            return {}
         snapshot = release_of(mp, biz)
         rid = snapshot.release_id
         if short == "mini.version.detail.query":
             return describe(snapshot)
+        if short == "mini.version.build.query":
+            status = BUILD_STATUS.get(snapshot.stage, BUILD_CREATED)
+            return {"create_status": status, "build_status": status, "need_rotation": "false",
+                    "version_created": str(status == BUILD_CREATED).lower()}  # fmt: skip
+        if short == "mini.experience.query":
+            if snapshot.stage is not Stage.PILOT_TESTING:
+                return {"status": NOT_EXPERIENCE}
+            return {"status": EXPERIENCE_PACKAGED, "exp_qr_code_url": experience_url(snapshot)}
+        if short == "mini.experience.create":
+            if snapshot.stage is not Stage.PILOT_TESTING:
+                raise InvalidState(
+                    f"{mp} {snapshot.version} is {snapshot.stage}: on {target_app} an experience "
+                    "version exists only while the platform runs pilot testing after approval"
+                )
+            return {}
+        if short == "mini.experience.cancel":
+            platform.complete_testing(rid, idempotency_key=key)
+            return {}
         if short == "mini.version.audit.apply":
-            if isinstance(biz.get("version_desc"), str):
-                info = {**snapshot.basic_info, "description": biz["version_desc"]}
-                platform.update_basic_info(rid, info, idempotency_key=f"{key}:info")
-            report = platform.get_release(rid).compatibility
-            if report is None or report.finished_at is None:
+            if isinstance(biz.get("version_desc"), str) and biz["version_desc"]:
+                biz.setdefault("app_desc", biz["version_desc"])
+            update_base_info(snapshot, biz, f"{key}:info")
+            # Alipay has no compatibility test; the simulator wants a current report. A test
+            # still running is waited for (the application is refused until it finishes).
+            current = platform.get_release(rid)
+            report = current.compatibility
+            digest = configuration_digest(current.configuration)
+            if report is None or (
+                report.finished_at is not None and report.configuration_digest != digest
+            ):
                 platform.run_compatibility_test(rid, idempotency_key=f"{key}:test")
             return describe(platform.apply(rid, idempotency_key=key))
         if short == "mini.version.audit.cancel":

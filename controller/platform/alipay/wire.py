@@ -13,7 +13,11 @@ Result codes (``code``): 10000 success (S); 20000 service unavailable, outcome u
 40004 business failure (F) with a ``sub_code``. relctl's typed errors map onto them in
 :data:`SUB_CODES`.
 
-Callers: ``controller.platform.alipay.gateway`` and tests.
+It also names the protocol's vocabulary both sides share: Beijing-time timestamps, the
+``gray_strategy`` values, the base info fields, the experience status and member role.
+
+Callers: ``controller.platform.alipay.gateway`` (the server), ``controller.platform.alipay.client``
+and ``.adapter`` (relctl's side), and tests.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -40,7 +45,15 @@ from controller.platform.errors import (
 )
 
 __all__ = [
+    "BASE_INFO",
+    "BEIJING",
+    "EXPERIENCER",
+    "EXPERIENCE_PACKAGED",
+    "GRAY_STRATEGIES",
+    "NOT_EXPERIENCE",
     "SUB_CODES",
+    "TIME_FORMAT",
+    "alipay_time",
     "error_result",
     "load_private_key",
     "load_public_key",
@@ -52,6 +65,29 @@ __all__ = [
 ]
 
 SUCCESS = {"code": "10000", "msg": "Success"}
+
+#: ``version.gray.online``'s ``gray_strategy`` -> percentage.
+GRAY_STRATEGIES = {"p10": 10, "p30": 30, "p50": 50}
+
+#: ``experience.query``'s ``status``.
+EXPERIENCE_PACKAGED = "expVersionPackaged"
+NOT_EXPERIENCE = "notExpVersion"
+
+#: ``app.members.*``'s role of a tester.
+EXPERIENCER = "EXPERIENCER"
+
+#: Alipay's timestamps are Beijing time, ``yyyy-MM-dd HH:mm:ss``.
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+#: Base info fields (``mini.baseinfo.modify``, ``version.detail.query``) -> basic info keys.
+BASE_INFO = {"app_name": "name", "app_slogan": "slogan", "app_desc": "description"}
+
+
+def alipay_time(moment: datetime) -> str:
+    """A time as Alipay writes it: Beijing time, ``yyyy-MM-dd HH:mm:ss``."""
+    return moment.astimezone(BEIJING).strftime(TIME_FORMAT)
+
 
 #: relctl error code -> (Alipay code, msg, sub_code). F is 40004 "Business Failed"; a rate
 #: limit and "nothing happened" are 20000 with Alipay's busy sub code; U is 20000 "unknow-error"
