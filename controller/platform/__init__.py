@@ -16,6 +16,7 @@ SCHEMES = {
     "sim": "embedded platform simulator over one SQLite file: sim:PATH",
     "http": "a server of the HTTP contract (schemas/platform-openapi.yaml): http://HOST:PORT",
     "https": "the same over TLS: https://HOST[/PREFIX]; token from $RELCTL_PLATFORM_TOKEN",
+    "wechat": "WeChat mini programs (wxa/*): wechat:[BASE_URL]; $RELCTL_WECHAT_APP_ID/_APP_SECRET",
 }
 
 
@@ -45,4 +46,11 @@ def open_platform(spec: str) -> Platform:
         from controller.platform.http.client import HttpPlatform
 
         return HttpPlatform(spec)
+    if scheme == "wechat":
+        from controller.platform.wechat.adapter import DEFAULT_BASE_URL, WeChatPlatform
+
+        base = rest.strip() or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")) or not base.split("//", 1)[1].strip("/"):
+            raise ValueError(f"wechat: takes a base URL or nothing, e.g. wechat:{DEFAULT_BASE_URL}")
+        return WeChatPlatform(base)
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree
