@@ -8,6 +8,7 @@ controller takes a release to full release through ``wechat:`` over a bare git r
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -35,8 +36,9 @@ from controller.platform.errors import (
 )
 from controller.platform.protocol import CompatibilityStatus, ReleaseSnapshot, Stage
 from controller.platform.sim import Simulator
-from controller.platform.wechat.adapter import WeChatPlatform
+from controller.platform.wechat.adapter import WeChatPlatform, WeChatView, derive_stage
 from controller.platform.wechat.gateway import TOKEN_SECONDS, create_gateway
+from controller.platform.wechat.ledger import Record
 from controller.status import parse_status
 from controller.trust import TrustSettings
 
@@ -374,3 +376,57 @@ def test_the_controller_takes_a_release_to_full_release_through_wechat(
     assert dict(wx.sim_release().configuration) == yaml.safe_load(text)["spec"]["configuration"]
     for operation in ("create_release", "apply", "full_release", "set_testers"):
         assert len(wx.effects(operation)) == 1, operation
+
+
+def test_the_access_token_never_reaches_a_log_line(
+    wx: Wx, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    wx.adapter.find_releases(APPID, "wechat")
+    token = wx.adapter._token[0] if wx.adapter._token else None
+    assert token and "access_token=***" in caplog.text
+    assert token not in caplog.text and SECRET not in caplog.text
+
+
+# --- the stage, derived from what WeChat says ------------------------------------------------
+
+
+def view(**answers: object) -> WeChatView:
+    base: dict[str, object] = {
+        "trial_version": None, "trial_time": None, "trial_desc": "", "released_version": None,
+        "released_time": None, "audit_version": None, "audit_status": None, "audit_reason": "",
+        "audit_time": None, "gray_percentage": 0, "gray_time": None,
+    }  # fmt: skip
+    return WeChatView(**{**base, **answers})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answers", "ledger", "expected"),
+    [
+        ({"trial_version": "1.4.0"}, {}, (Stage.NEW_VERSION_CREATED, 0)),
+        ({"trial_version": "1.4.0", "audit_version": "1.4.0", "audit_status": 2}, {},
+         (Stage.UNDER_REVIEW, 0)),
+        ({"trial_version": "1.4.0", "audit_version": "1.4.0", "audit_status": 4}, {},
+         (Stage.UNDER_REVIEW, 0)),
+        ({"trial_version": "1.4.0", "audit_version": "1.4.0", "audit_status": 1}, {},
+         (Stage.REJECTED, 0)),
+        ({"trial_version": "1.4.0", "audit_version": "1.4.0", "audit_status": 3}, {},
+         (Stage.NEW_VERSION_CREATED, 0)),
+        ({"audit_version": "1.4.0", "audit_status": 0}, {}, (Stage.PILOT_TESTING, 0)),
+        ({"audit_version": "1.4.0", "audit_status": 0}, {"pilot_completed_at": 1.0},
+         (Stage.RELEASE_PREPARATION, 0)),
+        ({"audit_version": "1.4.0", "audit_status": 0, "gray_percentage": 30}, {},
+         (Stage.GRAYSCALE, 30)),
+        ({"released_version": "1.4.0"}, {}, (Stage.FULL_RELEASE, 100)),
+        ({"released_version": "1.5.0"}, {"released_at": 1.0}, (Stage.ARCHIVED, 0)),
+        ({"released_version": "1.3.0"}, {"released_at": 1.0}, (Stage.ARCHIVED, 0)),
+        ({"trial_version": "1.5.0"}, {}, (Stage.CANCELED, 0)),
+        ({"trial_version": "1.4.0", "audit_version": "1.4.0", "audit_status": 0,
+          "gray_percentage": 30}, {"canceled_at": 1.0}, (Stage.CANCELED, 0)),
+    ],
+)  # fmt: skip
+def test_the_stage_is_what_wechat_says_plus_relctls_own_steps(
+    answers: dict[str, object], ledger: dict[str, float], expected: tuple[Stage, int]
+) -> None:
+    record = Record("1.4.0", "production", 0.0, 0.0, **ledger)  # type: ignore[arg-type]
+    assert derive_stage(record, view(**answers))[:2] == expected

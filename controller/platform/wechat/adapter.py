@@ -218,6 +218,13 @@ def _text(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _version(value: Any) -> str | None:
+    """A version WeChat names, if it is a plausible one (WeChat's answers are untrusted)."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
+        return value
+    return None
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         return None
@@ -443,12 +450,12 @@ class WeChatPlatform:
         gray = plan.get("gray_percentage") if plan.get("status") == 1 else 0
         status = audit.get("status")
         return WeChatView(
-            trial_version=exp.get("exp_version") or None,
+            trial_version=_version(exp.get("exp_version")),
             trial_time=_number(exp.get("exp_time")),
             trial_desc=_text(exp.get("exp_desc")),
-            released_version=rel.get("release_version") or None,
+            released_version=_version(rel.get("release_version")),
             released_time=_number(rel.get("release_time")),
-            audit_version=audit.get("user_version") or None,
+            audit_version=_version(audit.get("user_version")),
             audit_status=status
             if isinstance(status, int) and not isinstance(status, bool)
             else None,
@@ -493,10 +500,11 @@ class WeChatPlatform:
         times.setdefault(stage, datetime.fromtimestamp(record.updated_at, UTC))
         review: Review | None = None
         if view.audit_version == record.version and view.audit_status in (0, 1):
-            decided = record.stage_times.get(Stage.RELEASE_PREPARATION.value) or \
-                record.stage_times.get(stage.value, record.updated_at)  # fmt: skip
+            approved = view.audit_status == 0
+            first_seen = (Stage.PILOT_TESTING if approved else Stage.REJECTED).value
+            decided = record.stage_times.get(first_seen, record.updated_at)
             review = Review(
-                ReviewDecision.APPROVED if view.audit_status == 0 else ReviewDecision.REJECTED,
+                ReviewDecision.APPROVED if approved else ReviewDecision.REJECTED,
                 view.audit_reason, True, datetime.fromtimestamp(decided, UTC),
             )  # fmt: skip
         report = None
