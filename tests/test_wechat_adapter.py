@@ -33,6 +33,7 @@ from controller.platform.errors import (
     PlatformUnusable,
     RateLimited,
     Transient,
+    Unknown,
 )
 from controller.platform.protocol import CompatibilityStatus, ReleaseSnapshot, Stage
 from controller.platform.sim import Simulator
@@ -271,6 +272,18 @@ def test_an_unknown_outcome_that_took_effect_is_re_queried_not_repeated(wx: Wx) 
     released = wx.adapter.full_release(release.release_id, idempotency_key="full")
     assert released.stage is Stage.FULL_RELEASE
     assert len(wx.effects("full_release")) == 1
+
+
+def test_a_commit_whose_answer_was_lost_is_found_as_relctls_own(wx: Wx) -> None:
+    wx.sim.faults(unknown_rate=1.0, seed=5)  # the commit happens, every answer is -1
+    with pytest.raises(Unknown):
+        wx.adapter.create_release(APPID, "1.4.0", "wechat", "production", idempotency_key="c")
+    wx.sim.faults(off=True)
+    (release,) = wx.adapter.find_releases(APPID, "wechat")
+    assert release.stage is Stage.NEW_VERSION_CREATED and release.extra["ledger"] is True
+    assert "outside relctl" not in release.message
+    wx.adapter.update_configuration(release.release_id, CONFIGURATION, idempotency_key="u")
+    assert len(wx.effects("create_release")) == 1
 
 
 def test_an_expired_token_is_refreshed_once(wx: Wx) -> None:

@@ -477,7 +477,12 @@ class WeChatPlatform:
     def _records(self, view: WeChatView) -> list[tuple[Record, bool]]:
         """The ledger's records plus versions WeChat shows that the ledger does not know."""
         known = self._ledger.records(self.app_id)
-        found = [(r, True) for r in known]
+        on_wechat = {view.trial_version, view.released_version, view.audit_version}
+        for record in known:
+            if not record.committed and record.version in on_wechat:
+                record.committed = True  # the commit answered Unknown but took effect
+                self._ledger.put(self.app_id, record)
+        found = [(r, True) for r in known if r.committed]
         names = {r.version for r in known}
         for version, at in ((view.released_version, view.released_time),
                             (view.trial_version, view.trial_time)):  # fmt: skip
@@ -628,7 +633,7 @@ class WeChatPlatform:
     ) -> ReleaseSnapshot:
         self._served(mini_program, target_app)
         existing = self._ledger.get(self.app_id, version)
-        if existing is not None:  # committed before (a repeat after Unknown, or a new attempt)
+        if existing is not None and existing.committed:  # a repeat, or a new attempt
             snapshot = self._snapshot(existing, self._view(), True)
             if snapshot.stage is not Stage.CANCELED:
                 return snapshot
@@ -648,8 +653,11 @@ class WeChatPlatform:
             now,
             now,
             template_id=template_id if isinstance(template_id, int) else None,
+            committed=False,
         )
+        self._ledger.put(self.app_id, record)  # the intent first: an Unknown commit is found
         self._commit(record)
+        record.committed = True
         self._ledger.put(self.app_id, record)
         return self._current(version)[1]
 

@@ -52,6 +52,9 @@ class Record:
     created_at: float
     updated_at: float
     template_id: int | None = None
+    #: False from the moment relctl sends the first commit until WeChat shows the version;
+    #: such a record is no release yet (the commit may not have happened).
+    committed: bool = True
     configuration: dict[str, Any] = field(default_factory=dict)
     basic_info: dict[str, str] = field(default_factory=dict)
     #: {"id", "digest", "at"}: the report relctl wrote for a test WeChat does not run.
