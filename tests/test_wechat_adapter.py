@@ -196,6 +196,9 @@ def test_withdrawing_until_the_quota_refuses_with_a_hint(wx: Wx) -> None:
     release = committed(wx)
     rid = release.release_id
     assert wx.adapter.withdraw(rid, idempotency_key="w1").stage is Stage.NEW_VERSION_CREATED
+    # a repeat (after an Unknown, say) is success without a second undocodeaudit
+    assert wx.adapter.withdraw(rid, idempotency_key="w1").stage is Stage.NEW_VERSION_CREATED
+    assert wx.adapter.calls["/wxa/undocodeaudit"] == 1
     assert wx.adapter.apply(rid, idempotency_key="a2").stage is Stage.UNDER_REVIEW
     with pytest.raises(LimitExceeded) as refused:
         wx.adapter.withdraw(rid, idempotency_key="w2")

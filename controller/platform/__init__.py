@@ -26,7 +26,8 @@ def open_platform(spec: str) -> Platform:
     ``sim:PATH`` opens the simulator database at ``PATH``, e.g. ``sim:.relctl/platform.db``;
     it must exist (``relctl platform --db PATH init`` creates it), so a typo in the path is an
     error, never a new empty platform. ``http://HOST:PORT[/PREFIX]`` (or ``https``) speaks the
-    HTTP contract with the bearer token of ``$RELCTL_PLATFORM_TOKEN``. Raises ValueError for a
+    HTTP contract with the bearer token of ``$RELCTL_PLATFORM_TOKEN``. ``wechat:[BASE_URL]`` is
+    relctl's WeChat adapter (``$RELCTL_WECHAT_APP_ID``/``_APP_SECRET``). Raises ValueError for a
     spec that names no known adapter, PlatformUnusable for a path that holds no usable
     simulator database (or, for http, no token).
     """

@@ -92,6 +92,8 @@ REFRESH_MARGIN = 300.0
 #: WeChat's daily quotas reset at midnight Beijing time.
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
 
+#: The message of a version whose audit was withdrawn (audit status 3).
+WITHDRAWN = "audit withdrawn (undocodeaudit)"
 #: errcodes that mean the access token is not (or no longer) good: refresh once.
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 #: errcodes of the token call itself: the app id or secret is wrong, or the IP not allowed.
@@ -193,7 +195,7 @@ def derive_stage(record: Record, view: WeChatView) -> tuple[Stage, int, str]:
                 return Stage.PILOT_TESTING, 0, "approved: the trial version is with its testers"
             return Stage.RELEASE_PREPARATION, 0, ""
         if status == 3 and view.trial_version == version:
-            return Stage.NEW_VERSION_CREATED, 0, "audit withdrawn"
+            return Stage.NEW_VERSION_CREATED, 0, WITHDRAWN
     if view.trial_version == version:
         return Stage.NEW_VERSION_CREATED, 0, ""
     replaced = view.trial_version or "nothing"
@@ -716,6 +718,8 @@ class WeChatPlatform:
 
     def withdraw(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
         record, snapshot = self._known(release_id)
+        if snapshot.stage is Stage.NEW_VERSION_CREATED and snapshot.message == WITHDRAWN:
+            return snapshot  # already withdrawn: a repeat after Unknown
         self._require(snapshot, {Stage.UNDER_REVIEW}, "withdraw the audit of")
         self._undo_audit(record.version)
         return self._current(record.version)[1]
