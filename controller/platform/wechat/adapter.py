@@ -419,8 +419,12 @@ class WeChatPlatform:
         while True:
             try:
                 return self._call("POST", name, body, mutation=True, ok=ok)
-            except Unknown:
-                if done():
+            except Unknown as unknown:
+                try:
+                    took_effect = done()
+                except PlatformError as error:  # the outcome stays unknown, never "Transient"
+                    raise Unknown(f"{unknown.message}; the re-query failed too: {error}") from None
+                if took_effect:
                     return {}
                 if attempt >= self._retries:
                     raise
