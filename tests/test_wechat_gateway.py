@@ -252,3 +252,15 @@ def test_a_stable_token_is_reused_until_a_forced_refresh(
     assert first["access_token"] == again["access_token"] != forced.json()["access_token"]
     wrong = httpx.post(f"{url}/cgi-bin/stable_token", json={**body, "secret": "nope"}).json()
     assert wrong["errcode"] == 40125
+
+
+def test_a_malformed_ext_json_is_refused_before_anything_happens(
+    gateway: tuple[Simulator, str, Clock],
+) -> None:
+    sim, url, _clock = gateway
+    client = wechat(url)
+    for ext_json in ("not json", "[1]", json.dumps({"ext": [1]})):
+        with pytest.raises(WeChatClientException) as bad:
+            client.wxa.commit(1, ext_json, "1.4.0", "First")
+        assert bad.value.errcode == 85021
+    assert sim.releases() == []

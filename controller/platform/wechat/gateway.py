@@ -63,7 +63,7 @@ from controller.platform.errors import (
     Transient,
     Unknown,
 )
-from controller.platform.protocol import Platform, ReleaseSnapshot
+from controller.platform.protocol import Platform, ReleaseSnapshot, ReviewDecision
 from controller.platform.rules import FINAL_STAGES, Stage
 from controller.platform.sim.console import PlatformConsole
 from controller.platform.sim.model import deep_link, qr_png
@@ -147,7 +147,7 @@ def _audit_status(snapshot: ReleaseSnapshot) -> int | None:
             return None
         if snapshot.review is None:
             return 3
-        return 0 if snapshot.review.decision.value == "APPROVED" else 1
+        return 0 if snapshot.review.decision is ReviewDecision.APPROVED else 1
     return AUDIT_STATUS.get(snapshot.stage)
 
 
@@ -205,8 +205,8 @@ def create_gateway(
                 ext = json.loads(data["ext_json"]) if isinstance(data["ext_json"], str) else None
             except ValueError:
                 ext = None
-            if not isinstance(ext, dict):
-                raise _Refused(85021, "ext_json is not a JSON object")
+            if not isinstance(ext, dict) or not isinstance(ext.get("ext", {}), dict):
+                raise _Refused(85021, "ext_json is not a JSON object with an object ext")
         existing = [s for s in releases(appid) if s.version == version]
         snapshot = existing[-1] if existing else None
         if snapshot is None or snapshot.stage in FINAL_STAGES:
