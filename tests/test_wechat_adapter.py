@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from httputil import serve_app
 
 from controller.daemon import Controller
 from controller.gitops import Workspace
+from controller.model import Phase, Status
 from controller.platform import open_platform
 from controller.platform.errors import (
     Conflict,
@@ -348,15 +350,38 @@ targetApps:
 """
 
 
-def test_the_controller_takes_a_release_to_full_release_through_wechat(
-    wx: Wx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class ControllerWorld:
+    """The real controller over a bare git remote, reaching the gateway through ``wechat:``."""
+
+    wx: Wx
+    person: PersonClone
+    controller: Controller
+    platform: WeChatPlatform
+    path: str
+
+    def pass_once(self) -> Status:
+        assert self.controller.pass_once(raise_errors=True) is not None
+        self.person.pull()
+        status_file = self.person.path / f"status/{APPID}/wechat.yaml"
+        status = parse_status(status_file.read_bytes(), file=str(status_file))
+        assert status is not None
+        return status
+
+    def approve_all(self) -> None:
+        for release in self.wx.sim.releases():
+            if release.stage is Stage.UNDER_REVIEW:
+                self.wx.sim.review(release.release_id, approve=True)
+
+
+@contextmanager
+def controller_on_wechat(
+    wx: Wx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> Iterator[ControllerWorld]:
     monkeypatch.setenv("RELCTL_WECHAT_APP_ID", APPID)
     monkeypatch.setenv("RELCTL_WECHAT_APP_SECRET", SECRET)
     monkeypatch.setenv("RELCTL_WECHAT_LEDGER", str(tmp_path / "controller-ledger.db"))
     path = f"releases/{APPID}/wechat.yaml"
-    text = manifest(APPID, "wechat", grayscale=100, complete=True, min_pass_rate=0,
-                    testers=["anna_1"])  # fmt: skip
     remote = make_remote(tmp_path, {"relctl.yaml": CONFIG, "access.yaml": ACCESS, path: text})
     person = PersonClone(remote, tmp_path / "person", name="Maria", email="maria@example.com")
     anchor = subprocess.run(["git", "ls-remote", remote, "refs/heads/main"], check=True,
@@ -367,31 +392,60 @@ def test_the_controller_takes_a_release_to_full_release_through_wechat(
     assert isinstance(platform, WeChatPlatform)
     controller = Controller(workspace, platform, now=wx.sim.now,
                             trust=TrustSettings(anchor=anchor))  # fmt: skip
-    phases = []
     try:
-        for _ in range(12):
-            result = controller.pass_once(raise_errors=True)
-            assert result is not None
-            person.pull()
-            status_file = person.path / f"status/{APPID}/wechat.yaml"
-            status = parse_status(status_file.read_bytes(), file=str(status_file))
-            assert status is not None
-            phases.append((status.phase, status.conditions[0].message if status.conditions else ""))
-            if status.qr_code is not None:
-                break
-            for release in wx.sim.releases():
-                if release.stage is Stage.UNDER_REVIEW:
-                    wx.sim.review(release.release_id, approve=True)
-            wx.sim.advance(60)
+        yield ControllerWorld(wx, person, controller, platform, path)
     finally:
         workspace.close()
         platform.close()
-    assert status is not None and status.qr_code is not None, phases
+
+
+def wechat_manifest(**fields: object) -> str:
+    return manifest(APPID, "wechat", min_pass_rate=0, testers=["anna_1"], **fields)  # type: ignore[arg-type]
+
+
+def test_the_controller_takes_a_release_to_full_release_through_wechat(
+    wx: Wx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = wechat_manifest(grayscale=100, complete=True)
+    with controller_on_wechat(wx, tmp_path, monkeypatch, text) as world:
+        phases = []
+        for _ in range(12):
+            status = world.pass_once()
+            phases.append((status.phase, status.conditions[0].message if status.conditions else ""))
+            if status.qr_code is not None:
+                break
+            world.approve_all()
+            wx.sim.advance(60)
+        calls = dict(world.platform.calls)
+    assert status.qr_code is not None, phases
     assert wx.sim_release().stage is Stage.FULL_RELEASE
     assert wx.sim_release().testers == ("anna_1",)
     assert dict(wx.sim_release().configuration) == yaml.safe_load(text)["spec"]["configuration"]
     for operation in ("create_release", "apply", "full_release", "set_testers"):
         assert len(wx.effects(operation)) == 1, operation
+    assert calls["/cgi-bin/stable_token"] == 1, calls  # one access token for the whole run
+
+
+def test_a_configuration_change_in_review_past_the_quota_stalls_with_the_hint(
+    wx: Wx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with controller_on_wechat(wx, tmp_path, monkeypatch, wechat_manifest()) as world:
+        for _ in range(8):
+            if world.pass_once().phase is Phase.IN_REVIEW:
+                break
+        # a first change during review: withdraw (the day's one), push it, apply again
+        world.person.commit_and_push({world.path: wechat_manifest(page="pages/a/a")}, "page a")
+        for _ in range(8):
+            if world.pass_once().phase is Phase.IN_REVIEW and len(wx.effects("apply")) == 2:
+                break
+        assert (len(wx.effects("withdraw")), len(wx.effects("apply"))) == (1, 2)
+        # a second change the same day: WeChat refuses the withdrawal, the status says why
+        world.person.commit_and_push({world.path: wechat_manifest(page="pages/b/b")}, "page b")
+        status = world.pass_once()
+    message = " ".join(c.message for c in status.conditions)
+    assert "87013" in message and "resets at 00:00 Beijing time" in message, message
+    assert len(wx.effects("withdraw")) == 1
+    assert wx.sim_release().stage is Stage.UNDER_REVIEW
 
 
 def test_the_access_token_never_reaches_a_log_line(

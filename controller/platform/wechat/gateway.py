@@ -63,7 +63,12 @@ from controller.platform.errors import (
     Transient,
     Unknown,
 )
-from controller.platform.protocol import Platform, ReleaseSnapshot, ReviewDecision
+from controller.platform.protocol import (
+    Platform,
+    ReleaseSnapshot,
+    ReviewDecision,
+    configuration_digest,
+)
 from controller.platform.rules import FINAL_STAGES, Stage
 from controller.platform.sim.console import PlatformConsole
 from controller.platform.sim.model import deep_link, qr_png
@@ -306,7 +311,12 @@ def create_gateway(
             return version_info(appid)
         if name == "submit_audit":
             snapshot = current(appid)
-            if snapshot.compatibility is None or snapshot.compatibility.finished_at is None:
+            report = snapshot.compatibility  # WeChat has none: the simulator's must be current
+            if (
+                report is None
+                or report.finished_at is None
+                or report.configuration_digest != configuration_digest(snapshot.configuration)
+            ):
                 platform.run_compatibility_test(snapshot.release_id, idempotency_key=f"{key}:t")
             return {"auditid": _auditid(platform.apply(snapshot.release_id, idempotency_key=key))}
         if name == "get_auditstatus":
