@@ -1,4 +1,4 @@
-"""relctl's WeChat adapter: the ``Platform`` protocol over WeChat's mini program API (httpx).
+"""relctl's WeChat adapter: the ``Platform`` protocol over WeChat's mini program API.
 
 ``--platform wechat:`` (or ``wechat:https://HOST[/PREFIX]``, default ``https://api.weixin.qq.com``)
 opens a :class:`WeChatPlatform` for one mini program: its app id and secret come from
@@ -6,23 +6,17 @@ opens a :class:`WeChatPlatform` for one mini program: its app id and secret come
 logs or ``repr``). The mini program *is* the app id; releases go to one target app
 (``wechat``); a manifest naming another mini program or target app is refused, naming it.
 
-The wire:
-
-* the access token comes from ``cgi-bin/stable_token`` (the secret travels in the body, never in
-  a URL), is cached until ``REFRESH_MARGIN`` seconds before it expires, and is refreshed once
-  when a call answers 40001/42001; a second refusal is ``PlatformUnusable``;
-* connect timeout 5 s, read timeout 30 s; failures before sending are ``Transient``, after
-  sending a mutation is ``Unknown`` and a read ``Transient``;
-* ``errcode`` -> typed error by one table, :data:`ERRORS`; -1 (system busy) is ``Unknown`` on a
-  mutation and ``Transient`` on a read;
-* bounded retries inside one call: ``Transient`` and short ``RateLimited`` up to twice; an
-  ``Unknown`` mutation is never repeated blindly: WeChat has no idempotency keys, so the adapter
-  re-queries and treats "already in the target state" as success, and only then repeats.
+Three modules, one job each: :mod:`~controller.platform.wechat.wire` speaks WeChat's API
+(token, timeouts, bounded retries, errcode -> typed error); this module maps the protocol onto
+it and derives each release's stage from what WeChat says (:func:`derive_stage`, pure);
+:mod:`~controller.platform.wechat.ledger` keeps what WeChat does not hold (docs/platforms.md,
+"What WeChat does not hold").
 
 WeChat calls name no version: they act on the mini program's trial / audited / gray version.
-The adapter therefore refuses an operation on a release that is not the one WeChat would act on
-(the stage it derives says so), and keeps what WeChat does not hold in its ledger
-(:mod:`controller.platform.wechat.ledger`; docs/platforms.md, "What WeChat does not hold").
+The adapter therefore refuses an operation on a release that is not in a stage where WeChat
+would act on it. WeChat has no idempotency keys: a call whose release is already in the target
+state succeeds without calling WeChat, and a mutation that answered ``Unknown`` is re-queried
+before it is repeated.
 
 Callers: :func:`controller.platform.open_platform` and tests.
 """
@@ -31,14 +25,12 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
-import re
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +39,10 @@ import httpx
 from controller.platform.errors import (
     Conflict,
     InvalidState,
-    LimitExceeded,
     NotEditable,
     NotFound,
     PlatformError,
     PlatformUnusable,
-    RateLimited,
-    Transient,
-    Unknown,
 )
 from controller.platform.protocol import (
     CompatibilityReport,
@@ -70,84 +58,29 @@ from controller.platform.protocol import (
     configuration_digest,
 )
 from controller.platform.wechat.ledger import DEFAULT_LEDGER, LEDGER_ENV, Ledger, Record
+from controller.platform.wechat.wire import (
+    APP_ID_ENV,
+    APP_SECRET_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    WeChatWire,
+    cut,
+)
 
 __all__ = [
-    "APP_ID_ENV",
-    "APP_SECRET_ENV",
     "DEFAULT_BASE_URL",
-    "ERRORS",
     "TARGET_APP",
+    "WITHDRAWN",
     "WeChatPlatform",
+    "WeChatView",
     "derive_stage",
 ]
 
-APP_ID_ENV = "RELCTL_WECHAT_APP_ID"
-APP_SECRET_ENV = "RELCTL_WECHAT_APP_SECRET"
-DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 #: The target app name relctl's manifests use for WeChat.
 TARGET_APP = "wechat"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-#: The cached access token is renewed this many seconds before WeChat says it expires.
-REFRESH_MARGIN = 300.0
-#: WeChat's daily quotas reset at midnight Beijing time.
-BEIJING = timezone(timedelta(hours=8), "UTC+8")
 
 #: The message of a version whose audit was withdrawn (audit status 3).
 WITHDRAWN = "audit withdrawn (undocodeaudit)"
-#: errcodes that mean the access token is not (or no longer) good: refresh once.
-TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
-#: errcodes of the token call itself: the app id or secret is wrong, or the IP not allowed.
-CREDENTIAL_ERRCODES = frozenset({40002, 40013, 40125, 40164, 41002, 41004})
-
-
-def _quota_hint(errmsg: str, at: float) -> str:
-    now = datetime.fromtimestamp(at, BEIJING)
-    reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (
-        "WeChat's undocodeaudit quota is used up (87013): withdrawals of an audit are limited "
-        "per account per day and month; it resets at 00:00 Beijing time "
-        f"({reset.astimezone(UTC):%Y-%m-%d %H:%M} UTC). Let the review finish (or be "
-        "rejected) and change the manifest afterwards, or wait for the reset; WeChat said: "
-        f"{errmsg}"
-    )
-
-
-#: WeChat errcode -> (relctl error type, what it means). Codes not listed are a permanent
-#: ``PlatformError`` carrying WeChat's own words. -1, the token codes and 87013 are special
-#: (see :meth:`WeChatPlatform._raise`).
-ERRORS: dict[int, tuple[type[PlatformError], str]] = {
-    45009: (RateLimited, "daily API call limit reached"),
-    45011: (RateLimited, "API call frequency limit"),
-    85002: (LimitExceeded, "the trial version's tester limit is reached"),
-    85019: (NotFound, "no version in progress"),
-    85020: (InvalidState, "the status of the version does not allow this"),
-    85009: (InvalidState, "a version is already under audit"),
-    87011: (InvalidState, "a gray release is in progress: cannot roll back"),
-    87012: (InvalidState, "this version cannot be rolled back"),
-    87013: (LimitExceeded, "the undocodeaudit quota is used up"),
-    40097: (PlatformError, "invalid arguments"),
-    47001: (PlatformError, "malformed request body"),
-    85021: (PlatformError, "ext_json is not valid"),
-}
-
-_ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"']+")
-
-
-class _RedactTokens(logging.Filter):
-    """httpx logs request URLs at INFO; WeChat puts the access token in the query."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                _ACCESS_TOKEN.sub(r"\1***", str(a)) if "access_token=" in str(a) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
-        return True
-
-
-_HTTPX_LOG = logging.getLogger("httpx")
-if not any(isinstance(f, _RedactTokens) for f in _HTTPX_LOG.filters):
-    _HTTPX_LOG.addFilter(_RedactTokens())
 
 
 @dataclass(frozen=True)
@@ -215,11 +148,6 @@ def _svg_of(image: bytes, media_type: str) -> str:
     )
 
 
-def _text(value: Any, limit: int = 200) -> str:
-    text = str(value) if value is not None else ""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _version(value: Any) -> str | None:
     """A version WeChat names, if it is a plausible one (WeChat's answers are untrusted)."""
     if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
@@ -264,208 +192,63 @@ class WeChatPlatform:
                 f"the WeChat adapter needs the mini program's app id and secret: set "
                 f"{' and '.join(missing)}"
             )
-        self.base_url = base_url.rstrip("/")
         self.app_id = app_id
         self.target_app = target_app
-        self.__secret = app_secret
-        self._retries = max(retries, 0)
-        self._max_retry_after = max_retry_after
-        self._backoff = backoff
-        self._sleep = sleep
         self._clock = clock
-        self._token: tuple[str, float] | None = None
         self._ledger = Ledger(ledger or Path(os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER))
-        self._client = httpx.Client(
-            base_url=self.base_url, timeout=timeout, follow_redirects=False,
-            headers={"Accept": "application/json"},
+        self._wire = WeChatWire(
+            base_url, app_id=app_id, app_secret=app_secret, timeout=timeout, retries=retries,
+            max_retry_after=max_retry_after, backoff=backoff, sleep=sleep, clock=clock,
         )  # fmt: skip
-        #: Calls sent to WeChat, by path (tests and the bench count them).
-        self.calls: dict[str, int] = {}
+        self.base_url = self._wire.base_url
+
+    @property
+    def calls(self) -> Mapping[str, int]:
+        """Requests sent to WeChat so far, by path."""
+        return self._wire.calls
 
     def close(self) -> None:
-        self._client.close()
+        self._wire.close()
         self._ledger.close()
 
     def __repr__(self) -> str:
         return f"WeChatPlatform({self.base_url!r}, app_id={self.app_id!r})"  # never the secret
-
-    # --- the wire -------------------------------------------------------------------------
-    def _access_token(self, *, force: bool = False) -> str:
-        if not force and self._token is not None and self._clock() < self._token[1]:
-            return self._token[0]
-        body = {"grant_type": "client_credential", "appid": self.app_id,
-                "secret": self.__secret, "force_refresh": force}  # fmt: skip
-        data = self._send("POST", "/cgi-bin/stable_token", body=body, mutation=False)
-        assert isinstance(data, dict)
-        errcode = data.get("errcode", 0)
-        if errcode in CREDENTIAL_ERRCODES:
-            raise PlatformUnusable(
-                f"WeChat refused the app id or secret (errcode {errcode}): check {APP_ID_ENV} and "
-                f"{APP_SECRET_ENV} (and the API IP allowlist)"
-            )
-        token, expires_in = data.get("access_token"), data.get("expires_in")
-        if errcode or not isinstance(token, str) or not token:
-            self._raise(int(errcode) if isinstance(errcode, int) else 0, data, "stable_token",
-                        mutation=False)  # fmt: skip
-        seconds = float(expires_in) if isinstance(expires_in, int | float) else 7200.0
-        self._token = (str(token), self._clock() + max(seconds - REFRESH_MARGIN, 0.0))
-        return str(token)
-
-    def _send(
-        self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
-        mutation: bool, image: bool = False,
-    ) -> dict[str, Any] | tuple[bytes, str]:  # fmt: skip
-        """One HTTP exchange; transport failures and non-200 answers typed, errcode untouched."""
-        where = f"WeChat {path.rsplit('/', 1)[-1]}"
-        self.calls[path] = self.calls.get(path, 0) + 1
-        try:
-            response = self._client.request(method, path, json=body, params=params)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            name = type(error).__name__
-            raise Transient(f"{where}: cannot reach {self.base_url}: {name}") from None
-        except httpx.TransportError as error:
-            text = f"{where}: {type(error).__name__} after sending"
-            if mutation:
-                raise Unknown(text + "; re-query before retrying") from None
-            raise Transient(text) from None
-        if response.status_code == 429:
-            raise RateLimited(f"{where}: HTTP 429", retry_after=1.0)
-        if response.status_code != 200:
-            text = f"{where}: HTTP {response.status_code}"
-            if mutation and response.status_code in (502, 504):
-                raise Unknown(text + " from a gateway; re-query before retrying")
-            if response.status_code >= 500:
-                raise Transient(text)
-            raise PlatformError(text)
-        media = response.headers.get("content-type", "").split(";")[0].strip()
-        if image and media.startswith("image/"):
-            return response.content, media
-        try:
-            data = response.json()
-        except ValueError:
-            if mutation:
-                raise Unknown(f"{where}: the answer is not JSON; re-query") from None
-            raise Transient(f"{where}: the answer is not JSON") from None
-        if not isinstance(data, dict):
-            raise PlatformError(f"{where}: the answer is not a JSON object")
-        return data
-
-    def _raise(self, errcode: int, data: Mapping[str, Any], name: str, *, mutation: bool) -> None:
-        errmsg = _text(data.get("errmsg"))
-        where = f"WeChat {name}"
-        if errcode == -1:
-            if mutation:
-                raise Unknown(f"{where}: system busy (errcode -1); re-query before retrying")
-            raise Transient(f"{where}: system busy (errcode -1)")
-        if errcode == 87013:
-            raise LimitExceeded(f"{where}: {_quota_hint(errmsg, self._clock())}")
-        if errcode in TOKEN_ERRCODES:
-            raise PlatformUnusable(
-                f"{where}: WeChat refused a fresh access token (errcode {errcode}): check "
-                f"{APP_ID_ENV} and {APP_SECRET_ENV}"
-            )
-        kind, meaning = ERRORS.get(errcode, (PlatformError, "refused"))
-        message = f"{where}: {meaning} (errcode {errcode}: {errmsg})"
-        if kind is RateLimited:
-            daily = errcode == 45009
-            raise RateLimited(message, retry_after=3600.0 if daily else 1.0)
-        raise kind(message)
-
-    def _once(self, method: str, name: str, body: Any, params: Mapping[str, str] | None,
-              *, mutation: bool, image: bool, ok: frozenset[int]) -> Any:  # fmt: skip
-        for attempt in (0, 1):
-            query = {**(params or {}), "access_token": self._access_token(force=attempt == 1)}
-            answer = self._send(method, f"/wxa/{name}", body=body, params=query,
-                                mutation=mutation, image=image)  # fmt: skip
-            if isinstance(answer, tuple):
-                return answer
-            errcode = answer.get("errcode", 0)
-            if not isinstance(errcode, int):
-                shown = _text(errcode, 20)
-                raise PlatformError(f"WeChat {name}: errcode {shown!r} is not a number")
-            if errcode in TOKEN_ERRCODES and attempt == 0:
-                continue  # the token expired or was revoked: one refresh, then once more
-            if errcode == 0 or errcode in ok:
-                return answer
-            self._raise(errcode, answer, name, mutation=mutation)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _call(self, method: str, name: str, body: Any = None,
-              params: Mapping[str, str] | None = None, *, mutation: bool = False,
-              image: bool = False, ok: frozenset[int] = frozenset()) -> Any:  # fmt: skip
-        """A call with bounded retries of what did not happen (Transient, short RateLimited)."""
-        attempt = 0
-        while True:
-            try:
-                return self._once(method, name, body, params, mutation=mutation, image=image,
-                                  ok=ok)  # fmt: skip
-            except (Transient, RateLimited) as error:
-                if attempt >= self._retries:
-                    raise
-                if isinstance(error, RateLimited):
-                    if error.retry_after > self._max_retry_after:
-                        raise
-                    delay = error.retry_after
-                else:
-                    delay = self._backoff * (2**attempt)
-                attempt += 1
-                self._sleep(delay)
-
-    def _mutate(self, name: str, body: Any, done: Callable[[], bool],
-                ok: frozenset[int] = frozenset()) -> Any:  # fmt: skip
-        """A mutation: after ``Unknown``, re-query (``done``) and repeat only if it did not
-        take effect (WeChat has no idempotency keys)."""
-        attempt = 0
-        while True:
-            try:
-                return self._call("POST", name, body, mutation=True, ok=ok)
-            except Unknown as unknown:
-                try:
-                    took_effect = done()
-                except PlatformError as error:  # the outcome stays unknown, never "Transient"
-                    raise Unknown(f"{unknown.message}; the re-query failed too: {error}") from None
-                if took_effect:
-                    return {}
-                if attempt >= self._retries:
-                    raise
-                attempt += 1
-                self._sleep(self._backoff * (2**attempt))
 
     # --- observation ----------------------------------------------------------------------
     def _served(self, mini_program: str, target_app: str | None = None) -> None:
         if mini_program != self.app_id:
             raise NotFound(
                 f"the WeChat adapter serves mini program {self.app_id} ({APP_ID_ENV}), not "
-                f"{_text(mini_program, 80)!r}"
+                f"{cut(mini_program, 80)!r}"
             )
         if target_app is not None and target_app != self.target_app:
             raise NotFound(
                 f"the WeChat adapter releases to target app {self.target_app!r} only, not "
-                f"{_text(target_app, 80)!r}: use targetApp: {self.target_app} for WeChat"
+                f"{cut(target_app, 80)!r}: use targetApp: {self.target_app} for WeChat"
             )
 
     def _view(self) -> WeChatView:
-        info = self._call("POST", "getversioninfo", {})
+        info = self._wire.call("POST", "getversioninfo", {})
         exp = info.get("exp_info") if isinstance(info.get("exp_info"), dict) else {}
         rel = info.get("release_info") if isinstance(info.get("release_info"), dict) else {}
-        audit = self._call("GET", "get_latest_auditstatus", ok=frozenset({85019}))
+        audit = self._wire.call("GET", "get_latest_auditstatus", ok=frozenset({85019}))
         if audit.get("errcode", 0) == 85019:
             audit = {}
-        plan = self._call("GET", "getgrayreleaseplan").get("gray_release_plan")
+        plan = self._wire.call("GET", "getgrayreleaseplan").get("gray_release_plan")
         plan = plan if isinstance(plan, dict) else {}
         gray = plan.get("gray_percentage") if plan.get("status") == 1 else 0
         status = audit.get("status")
         return WeChatView(
             trial_version=_version(exp.get("exp_version")),
             trial_time=_number(exp.get("exp_time")),
-            trial_desc=_text(exp.get("exp_desc")),
+            trial_desc=cut(exp.get("exp_desc")),
             released_version=_version(rel.get("release_version")),
             released_time=_number(rel.get("release_time")),
             audit_version=_version(audit.get("user_version")),
             audit_status=status
             if isinstance(status, int) and not isinstance(status, bool)
             else None,
-            audit_reason=_text(audit.get("reason")),
+            audit_reason=cut(audit.get("reason")),
             audit_time=_number(audit.get("submit_audit_time")),
             gray_percentage=gray if isinstance(gray, int) and 0 <= gray <= 100 else 0,
             gray_time=_number(plan.get("create_timestamp")),
@@ -477,7 +260,7 @@ class WeChatPlatform:
     def _version_of(self, release_id: str) -> str:
         appid, sep, version = release_id.rpartition("@")
         if not sep or appid != self.app_id or not version:
-            raise NotFound(f"no WeChat release {_text(release_id, 80)!r} of {self.app_id}")
+            raise NotFound(f"no WeChat release {cut(release_id, 80)!r} of {self.app_id}")
         return version
 
     def _records(self, view: WeChatView) -> list[tuple[Record, bool]]:
@@ -560,7 +343,7 @@ class WeChatPlatform:
         for record, known in self._records(view):
             if record.version == version:
                 return (record if known else None), self._snapshot(record, view, known)
-        raise NotFound(f"no WeChat release of {self.app_id} {_text(version, 40)}")
+        raise NotFound(f"no WeChat release of {self.app_id} {cut(version, 40)}")
 
     def _known(self, release_id: str) -> tuple[Record, ReleaseSnapshot]:
         record, snapshot = self._current(self._version_of(release_id))
@@ -584,7 +367,7 @@ class WeChatPlatform:
         return None
 
     def _templates(self) -> list[dict[str, Any]]:
-        found = self._call("GET", "gettemplatelist").get("template_list")
+        found = self._wire.call("GET", "gettemplatelist").get("template_list")
         return [t for t in found if isinstance(t, dict)] if isinstance(found, list) else []
 
     def get_release(self, release_id: str) -> ReleaseSnapshot:
@@ -626,7 +409,7 @@ class WeChatPlatform:
             # another version means it did not happen
             return False
 
-        self._mutate("commit", body, done)
+        self._wire.mutate("commit", body, done)
 
     def create_release(
         self,
@@ -717,7 +500,7 @@ class WeChatPlatform:
             view = self._view()
             return view.audit_version == version and view.audit_status in (2, 4)
 
-        self._mutate("submit_audit", {"item_list": []}, done)
+        self._wire.mutate("submit_audit", {"item_list": []}, done)
         return self._current(version)[1]
 
     def withdraw(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
@@ -733,7 +516,7 @@ class WeChatPlatform:
             view = self._view()
             return view.audit_version == version and view.audit_status == 3
 
-        self._mutate("undocodeaudit", None, done)
+        self._wire.mutate("undocodeaudit", None, done)
 
     def set_testers(
         self, release_id: str, testers: Sequence[str], *, idempotency_key: str
@@ -744,11 +527,13 @@ class WeChatPlatform:
         added = [t for t in wanted if t not in record.testers]
         removed = sorted(t for t in record.testers if t not in wanted)
         for wechatid in added:  # 85004: already a tester, so a repeat after Unknown is safe
-            self._mutate("bind_tester", {"wechatid": wechatid}, lambda: False, frozenset({85004}))
+            self._wire.mutate(
+                "bind_tester", {"wechatid": wechatid}, lambda: False, frozenset({85004})
+            )
             record.testers = sorted({*record.testers, wechatid})
             self._ledger.put(self.app_id, record)
         for wechatid in removed:
-            self._mutate("unbind_tester", {"wechatid": wechatid}, lambda: False)
+            self._wire.mutate("unbind_tester", {"wechatid": wechatid}, lambda: False)
             record.testers = [t for t in record.testers if t != wechatid]
             self._ledger.put(self.app_id, record)
         return TesterChange(tuple(added), tuple(removed))
@@ -778,7 +563,7 @@ class WeChatPlatform:
             def reverted() -> bool:
                 return self._view().gray_percentage == 0
 
-            self._mutate("revertgrayrelease", None, reverted)
+            self._wire.mutate("revertgrayrelease", None, reverted)
             reason = "canceled by relctl: gray release reverted (revertgrayrelease)"
         else:
             reason = (f"canceled by relctl in {snapshot.stage.value}: WeChat has no cancel step; "
@@ -805,7 +590,7 @@ class WeChatPlatform:
         def reached() -> bool:
             return self._view().gray_percentage >= percent
 
-        self._mutate("grayrelease", {"gray_percentage": int(percent)}, reached)
+        self._wire.mutate("grayrelease", {"gray_percentage": int(percent)}, reached)
         return self._current(record.version)[1]
 
     def full_release(self, release_id: str, *, idempotency_key: str) -> ReleaseSnapshot:
@@ -818,7 +603,7 @@ class WeChatPlatform:
         def released() -> bool:
             return self._view().released_version == version
 
-        self._mutate("release", {}, released)
+        self._wire.mutate("release", {}, released)
         return self._current(version)[1]
 
     def create_qr_code(self, release_id: str, *, idempotency_key: str) -> QrCode:
@@ -826,7 +611,7 @@ class WeChatPlatform:
         if record.qr_code is not None:
             return QrCode(**record.qr_code)
         self._require(snapshot, {Stage.GRAYSCALE, Stage.FULL_RELEASE}, "fetch the QR code of")
-        answer = self._call("GET", "get_qrcode", image=True)
+        answer = self._wire.call("GET", "get_qrcode", image=True)
         if not isinstance(answer, tuple):
             raise PlatformError("WeChat get_qrcode answered JSON without an image")
         image, media = answer
