@@ -192,6 +192,50 @@ def test_the_configuration_is_frozen_once_submitted(wx: Wx) -> None:
         wx.adapter.update_configuration(release.release_id, {"pages": []}, idempotency_key="x")
 
 
+def release_fully(wx: Wx, version: str) -> ReleaseSnapshot:
+    """``version`` through commit, audit (approved), pilot testing and full release."""
+    adapter = wx.adapter
+    created = adapter.create_release(APPID, version, "wechat", "production", idempotency_key="r")
+    rid = created.release_id
+    adapter.update_configuration(rid, CONFIGURATION, idempotency_key=f"{version}c")
+    adapter.run_compatibility_test(rid, idempotency_key=f"{version}t")
+    adapter.apply(rid, idempotency_key=f"{version}a")
+    (mine,) = [r for r in wx.sim.releases() if r.version == version]
+    wx.sim.review(mine.release_id, approve=True)
+    adapter.complete_testing(rid, idempotency_key=f"{version}p")
+    return adapter.full_release(rid, idempotency_key=f"{version}f")
+
+
+def test_a_newer_release_archives_the_previous_one_and_a_rollback_shows(wx: Wx) -> None:
+    first = release_fully(wx, "1.4.0")
+    wx.sim.upload(APPID, "1.5.0")
+    second = release_fully(wx, "1.5.0")
+    assert second.stage is Stage.FULL_RELEASE
+    assert wx.adapter.get_release(first.release_id).stage is Stage.ARCHIVED
+    # a person rolls WeChat back (revertcoderelease); relctl reports it, it does not undo it
+    body = {"grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+    token = httpx.post(f"{wx.url}/cgi-bin/stable_token", json=body).json()["access_token"]
+    answer = httpx.get(f"{wx.url}/wxa/revertcoderelease", params={"access_token": token})
+    assert answer.json()["errcode"] == 0
+    rolled_back = wx.adapter.get_release(second.release_id)
+    assert rolled_back.stage is Stage.ARCHIVED and "WeChat now serves 1.4.0" in rolled_back.message
+
+
+def test_a_cancel_before_exposure_is_recorded_and_the_next_commit_replaces_the_trial(
+    wx: Wx,
+) -> None:
+    release = approved(wx)
+    canceled = wx.adapter.cancel(release.release_id, idempotency_key="c")
+    assert canceled.stage is Stage.CANCELED and "no cancel step" in canceled.message
+    assert wx.adapter.calls.get("/wxa/revertgrayrelease", 0) == 0
+    wx.sim.upload(APPID, "1.5.0")
+    newer = wx.adapter.create_release(APPID, "1.5.0", "wechat", "production", idempotency_key="n")
+    assert newer.stage is Stage.NEW_VERSION_CREATED
+    assert wx.sim_release().stage is Stage.CANCELED  # WeChat's trial version was replaced
+    stages = {r.version: r.stage for r in wx.adapter.find_releases(APPID, "wechat")}
+    assert stages == {"1.4.0": Stage.CANCELED, "1.5.0": Stage.NEW_VERSION_CREATED}
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -328,6 +372,11 @@ def test_missing_credentials_are_refused_naming_the_variables(
         open_platform("wechat:")
     with pytest.raises(ValueError, match="base URL"):
         open_platform("wechat:ftp://example.com")
+    monkeypatch.setenv("RELCTL_WECHAT_APP_SECRET", SECRET)
+    platform = open_platform("wechat:")  # opening sends nothing
+    assert isinstance(platform, WeChatPlatform)
+    assert platform.base_url == "https://api.weixin.qq.com" and SECRET not in repr(platform)
+    platform.close()
 
 
 def test_an_unreachable_wechat_is_transient(tmp_path: Path) -> None:
