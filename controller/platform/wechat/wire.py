@@ -16,6 +16,9 @@ call answers 40001/40014/42001. It types what happened:
 an ``Unknown`` mutation blindly: it asks the caller's re-query first (WeChat has no idempotency
 keys).
 
+WeChat puts the access token in every URL's query; httpx logs request URLs at INFO, so importing
+this module adds a filter to the ``httpx`` logger that masks ``access_token=`` values.
+
 Callers: :class:`controller.platform.wechat.adapter.WeChatPlatform` only.
 """
 
