@@ -17,6 +17,7 @@ SCHEMES = {
     "http": "a server of the HTTP contract (schemas/platform-openapi.yaml): http://HOST:PORT",
     "https": "the same over TLS: https://HOST[/PREFIX]; token from $RELCTL_PLATFORM_TOKEN",
     "alipay": "Alipay Open Platform: alipay:[GATEWAY_URL]; app id and keys from $RELCTL_ALIPAY_*",
+    "wechat": "WeChat mini programs (wxa/*): wechat:[BASE_URL]; $RELCTL_WECHAT_APP_ID/_APP_SECRET",
 }
 
 
@@ -26,7 +27,9 @@ def open_platform(spec: str) -> Platform:
     ``sim:PATH`` opens the simulator database at ``PATH``, e.g. ``sim:.relctl/platform.db``;
     it must exist (``relctl platform --db PATH init`` creates it), so a typo in the path is an
     error, never a new empty platform. ``http://HOST:PORT[/PREFIX]`` (or ``https``) speaks the
-    HTTP contract with the bearer token of ``$RELCTL_PLATFORM_TOKEN``. Raises ValueError for a
+    HTTP contract with the bearer token of ``$RELCTL_PLATFORM_TOKEN``. ``alipay:[GATEWAY_URL]`` is
+    relctl's Alipay Open Platform adapter (``$RELCTL_ALIPAY_*``); ``wechat:[BASE_URL]`` is
+    relctl's WeChat adapter (``$RELCTL_WECHAT_APP_ID``/``_APP_SECRET``). Raises ValueError for a
     spec that names no known adapter, PlatformUnusable for a path that holds no usable
     simulator database (or, for http, no token).
     """
@@ -50,4 +53,11 @@ def open_platform(spec: str) -> Platform:
         from controller.platform.alipay.adapter import open_alipay
 
         return open_alipay(rest)
+    if scheme == "wechat":
+        from controller.platform.wechat.adapter import DEFAULT_BASE_URL, WeChatPlatform
+
+        base = rest.strip() or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")) or not base.split("//", 1)[1].strip("/"):
+            raise ValueError(f"wechat: takes a base URL or nothing, e.g. wechat:{DEFAULT_BASE_URL}")
+        return WeChatPlatform(base)
     raise AssertionError(scheme)  # pragma: no cover - SCHEMES and the branches agree
