@@ -13,13 +13,14 @@ import multiprocessing
 import os
 import posixpath
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from controller.manifests.cache import Outcome, ValidationCache
 from controller.manifests.config import ACCESS_FILE, CONFIG_FILE, Access, load_access, load_config
 from controller.manifests.documents import (
     Document,
@@ -109,6 +110,8 @@ def load_repository(
     paths: Sequence[str | os.PathLike[str]] | None = None,
     *,
     workers: int | None = None,
+    cache: ValidationCache | None = None,
+    only_releases: Collection[str] | None = None,
 ) -> LoadResult:
     """Load and validate the release repository read through ``files``.
 
@@ -123,6 +126,12 @@ def load_repository(
     any other YAML file (checked against the schema its ``kind`` names, without semantic
     checks). ``relctl.yaml`` is always loaded and its problems always reported: every release
     depends on it. ``workers``: processes for parsing (None: 2 for large repositories).
+    ``cache``: per-manifest outcomes by content (:class:`ValidationCache`): a manifest whose
+    blob, tester files and relevant config did not change is neither read nor checked again;
+    the result is the same as without it, and the cross-file checks run over every manifest.
+    ``only_releases``: the release keys whose :class:`~controller.model.Release` the caller
+    needs (None: all); the others are validated all the same (problems, ``invalid``) but left
+    out of ``releases``, which spares decoding them from the cache (``relctl check``).
     Raises ``ValueError`` for a path outside the repository and :class:`SchemaSetError` when
     relctl's own schemas are broken; never for anything in the repository.
     """
@@ -138,16 +147,25 @@ def load_repository(
         access, access_problems = load_access(files, require_signed=signed)
         problems.extend(access_problems)
     manifests = sorted(selection.manifests)
-    documents = _check_documents(files, manifests, workers)
     checker = ReleaseChecker(files, config, selection.listings)
-    releases: list[Release] = []
-    invalid: dict[str, list[Problem]] = {k: list(v) for k, v in selection.keyed.items()}
-    for doc in documents:
+    session = cache.session(files, config) if cache is not None else None
+    outcomes: list[tuple[str, Outcome]] = []
+    todo: list[str] = manifests
+    if session is not None:
+        todo = []
+        for file in manifests:
+            key = release_key(file)
+            wanted = key is not None and (only_releases is None or key in only_releases)
+            hit = session.lookup(file, release=wanted) if key is not None else None
+            if hit is None:
+                todo.append(file)
+            else:
+                outcomes.append((file, hit))
+    for doc in _check_documents(files, todo, workers):
         if doc.file not in selection.manifests:  # refused before reading: an odd name
             problems.extend(doc.problems)
             continue
-        key = release_key(doc.file)
-        if key is None:
+        if release_key(doc.file) is None:
             problems.append(
                 file_problem(
                     doc.file,
@@ -158,12 +176,31 @@ def load_repository(
             )
             continue
         if doc.ok:
-            release, found = checker.check(doc)
+            release, found = checker.check(doc, duplicates=False)
+            outcome = Outcome(release, tuple(found), checked=True)
         else:
-            release, found = None, list(doc.problems)
+            found = list(doc.problems)
+            outcome = Outcome(None, doc.problems, checked=False)
+        if session is not None and not any(p.code == UnreadableCode.UNREADABLE for p in found):
+            session.store(doc.file, outcome, checker.consulted if doc.ok else ())
+        outcomes.append((doc.file, outcome))
+    releases: list[Release] = []
+    invalid: dict[str, list[Problem]] = {k: list(v) for k, v in selection.keyed.items()}
+    for file, outcome in outcomes:
+        key = release_key(file)
+        assert key is not None
+        release, found = outcome.release, list(outcome.problems)
+        # The one check across files runs every time, cached outcome or not.
+        twin = checker.duplicate(file) if outcome.checked else None
+        if twin is not None:
+            found.append(twin)
+            release = None
         problems.extend(found)
         if release is not None:
-            releases.append(release)
+            if only_releases is None or key in only_releases:
+                releases.append(release)
+        elif outcome.valid and twin is None:
+            pass  # valid, from the cache, and not asked for: not built
         elif found:
             invalid.setdefault(key, []).extend(found)
     for file in sorted(selection.others):
