@@ -8,6 +8,8 @@ manifests on, in two processes), then the semantic checks (``releases``) in the 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import multiprocessing
 import os
@@ -135,6 +137,36 @@ def load_repository(
     Raises ``ValueError`` for a path outside the repository and :class:`SchemaSetError` when
     relctl's own schemas are broken; never for anything in the repository.
     """
+    with _collector_paused():
+        return _load(files, paths, workers, cache, only_releases)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a repository loads.
+
+    A load makes hundreds of thousands of small objects that live until it ends (node trees,
+    values, releases) and no reference cycles to speak of; every full collection on the way
+    walks all of them again, which measured 10-15% of the CPU of a 10,000-manifest load. The
+    collector's previous state is restored at the end (reference counting frees everything
+    meanwhile; only cycles wait for the next collection).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(
+    files: RepoFiles | Path,
+    paths: Sequence[str | os.PathLike[str]] | None,
+    workers: int | None,
+    cache: ValidationCache | None,
+    only_releases: Collection[str] | None,
+) -> LoadResult:
     files = as_files(files)
     check_schemas()
     selection = _select(files, paths)
