@@ -33,6 +33,13 @@ is only validated.
 Every finding is a :class:`controller.manifests.Problem` located at the head manifest's field,
 so the text, json and github output of ``relctl check`` have the same shape as validate's.
 No platform call and no git write happen. Called by ``controller.cli``.
+
+Incremental by content: validation outcomes are kept by blob id in the clone's own git
+directory (``.git/relctl/validation-cache``, :func:`cache_path`; never in what is judged). A
+pull request's next push validates the manifests whose blobs are new (plus the checks across
+files, over everything), and only the changed manifests' releases are built and judged. The
+file is discarded (with a log line) when damaged or written by another relctl version or
+schema set; the verdict is the same with or without it.
 """
 
 from __future__ import annotations

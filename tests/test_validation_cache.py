@@ -403,6 +403,8 @@ def test_results_with_the_cache_equal_results_without_it(
                 files[target] = text.encode()
             tree = MemoryFiles(dict(files))
             assert load_repository(tree, cache=cache) == load_repository(tree)
+            narrowed = ["releases/shop", TESTERS]
+            assert load_repository(tree, narrowed, cache=cache) == load_repository(tree, narrowed)
 
 
 # --------------------------------------------------------------------------------------------
