@@ -199,14 +199,14 @@ def _bad(text: str) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """``data`` in ``path``, replaced in one rename (a temporary file beside it, synced)."""
+    """``data`` in ``path``, replaced in one rename (a temporary file beside it). Not synced
+    to disk: a cache needs no durability, and a file a crash left torn or empty is detected
+    (length and checksum) and discarded like any damaged one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -275,7 +275,12 @@ class CacheSession:
 
     def _count(self, name: str) -> None:
         for stats in (self._cache.stats, self._cache.total):
-            setattr(stats, name, getattr(stats, name) + 1)
+            if name == "hits":
+                stats.hits += 1
+            elif name == "misses":
+                stats.misses += 1
+            else:
+                stats.stale += 1
 
 
 def _fingerprint(files: RepoFiles, path: str) -> str:

@@ -113,7 +113,7 @@ class ReleaseChecker:
                         f"{expected} or move the file",
                     )
                 )
-        twin = self.duplicate(file) if duplicates else None
+        twin = self.duplicate(file, key) if duplicates else None
         if twin is not None:
             problems.append(twin)
         if self.config is None:
@@ -200,9 +200,9 @@ class ReleaseChecker:
         )
         return release, problems
 
-    def duplicate(self, file: str) -> Problem | None:
-        """The problem of manifest ``file`` when ``x.yaml`` and ``x.yml`` both exist."""
-        key = release_key(file)
+    def duplicate(self, file: str, key: str) -> Problem | None:
+        """The problem of manifest ``file`` (release ``key``) when ``x.yaml`` and ``x.yml``
+        both exist."""
         directory, _, name = file.rpartition("/")
         stem, _, suffix = name.rpartition(".")
         twin = f"{directory}/{stem}.{'yml' if suffix == 'yaml' else 'yaml'}"

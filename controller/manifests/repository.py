@@ -183,10 +183,11 @@ def _load(
     session = cache.session(files, config) if cache is not None else None
     outcomes: list[tuple[str, Outcome]] = []
     todo: list[str] = manifests
+    keys = {file: release_key(file) for file in manifests}
     if session is not None:
         todo = []
         for file in manifests:
-            key = release_key(file)
+            key = keys[file]
             wanted = key is not None and (only_releases is None or key in only_releases)
             hit = session.lookup(file, release=wanted) if key is not None else None
             if hit is None:
@@ -197,7 +198,7 @@ def _load(
         if doc.file not in selection.manifests:  # refused before reading: an odd name
             problems.extend(doc.problems)
             continue
-        if release_key(doc.file) is None:
+        if keys.get(doc.file) is None:
             problems.append(
                 file_problem(
                     doc.file,
@@ -219,11 +220,11 @@ def _load(
     releases: list[Release] = []
     invalid: dict[str, list[Problem]] = {k: list(v) for k, v in selection.keyed.items()}
     for file, outcome in outcomes:
-        key = release_key(file)
+        key = keys[file]
         assert key is not None
         release, found = outcome.release, list(outcome.problems)
         # The one check across files runs every time, cached outcome or not.
-        twin = checker.duplicate(file) if outcome.checked else None
+        twin = checker.duplicate(file, key) if outcome.checked else None
         if twin is not None:
             found.append(twin)
             release = None
