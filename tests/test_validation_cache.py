@@ -145,6 +145,21 @@ def test_a_changed_tester_file_invalidates_the_manifest_that_uses_it(repo: Path)
     assert result == load(repo)
 
 
+def test_a_work_tree_is_keyed_by_the_blob_ids_of_its_bytes(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    write_files(root, base_files())
+    cache = ValidationCache.open(None)
+    assert load_repository(root, cache=cache) == load_repository(root)
+    assert load_repository(root, cache=cache) == load_repository(root)
+    assert (cache.stats.hits, cache.stats.misses) == (3, 0)
+    write_files(root, {"releases/shop/dana.yaml": manifest(target_app="dana", grayscale=20)})
+    result = load_repository(root, cache=cache)
+    assert (cache.stats.hits, cache.stats.misses) == (2, 1)
+    assert result == load_repository(root) and [p.code for p in result.errors] == [
+        "grayscale-value"
+    ]
+
+
 def test_a_config_change_the_checks_read_misses_one_they_do_not_read_hits(repo: Path) -> None:
     cache = ValidationCache.open(None)
     load(repo, cache)

@@ -139,7 +139,11 @@ class CacheStats:
 
 
 class ValidationCache:
-    """Per-manifest validation outcomes by content, in memory and optionally in a file."""
+    """Per-manifest validation outcomes by content, in memory and optionally in a file.
+
+    One load at a time (the daemon's passes are sequential); not for concurrent threads.
+    Files in a work tree are keyed by the blob id of their bytes, read once more for it.
+    """
 
     def __init__(self, store: BlobCache) -> None:
         self._store = store
@@ -218,6 +222,8 @@ class CacheSession:
         self._config_digest = config_digest(config)
         self._fingerprints: dict[str, str] = {}
         self._keys: dict[str, str] = {}
+        #: Blob ids computed from a work tree's bytes (git trees give theirs), by path.
+        self._blobs: dict[str, str | None] = {}
 
     def lookup(self, file: str, *, release: bool = True) -> Outcome | None:
         """The cached outcome of manifest ``file`` if its blob and tester files are unchanged
@@ -244,6 +250,8 @@ class CacheSession:
         key = self._key(file)
         if key is None:
             return
+        if self._blobs.get(file) is not None and self._blob(file) != self._blobs[file]:
+            return  # a work tree's file changed during the load: what was parsed is unknown
         depends = tuple((path, self.fingerprint(path)) for path in dict.fromkeys(consulted))
         kept = Outcome(
             outcome.release, outcome.problems, outcome.checked, depends, outcome.release is not None
@@ -265,13 +273,19 @@ class CacheSession:
                 return None  # refused by the read: nothing to cache
             oid = entry.oid
             if oid is None:  # a work tree: the blob id of what is there now
-                try:
-                    oid = blob_id(self._files.read(file, entry.size))
-                except Unreadable:
+                oid = self._blobs[file] = self._blob(file)
+                if oid is None:
                     return None
             raw = f"{self._config_digest}\0{oid}\0{file}".encode("utf-8", "surrogateescape")
             key = self._keys[file] = hashlib.sha256(raw).hexdigest()
         return key
+
+    def _blob(self, file: str) -> str | None:
+        """The blob id of a work tree's ``file`` as it is now (None: unreadable)."""
+        try:
+            return blob_id(self._files.read(file, YAML_SIZE_LIMIT))
+        except Unreadable:
+            return None
 
     def _count(self, name: str) -> None:
         for stats in (self._cache.stats, self._cache.total):
