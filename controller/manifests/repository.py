@@ -4,6 +4,9 @@
 formats: ``relctl.yaml`` and ``access.yaml`` (``config``), every manifest under
 ``releases/`` parsed and schema-checked (``documents``; from ``PARALLEL_THRESHOLD``
 manifests on, in two processes), then the semantic checks (``releases``) in the caller.
+With a :class:`~controller.manifests.cache.ValidationCache` (the daemon, ``relctl check``),
+only manifests whose blob (or tester files, or relevant config) is new are read and checked;
+the check across files (one manifest per release) runs over all of them every time.
 """
 
 from __future__ import annotations
