@@ -30,7 +30,9 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/check.py
 	$(BIN)/python bench/reconcile.py
 
 # schemas/ is the copy people edit and editors read; relctl loads the copy inside the package

@@ -33,6 +33,13 @@ is only validated.
 Every finding is a :class:`controller.manifests.Problem` located at the head manifest's field,
 so the text, json and github output of ``relctl check`` have the same shape as validate's.
 No platform call and no git write happen. Called by ``controller.cli``.
+
+Incremental by content: validation outcomes are kept by blob id in the clone's own git
+directory (``.git/relctl/validation-cache``, :func:`cache_path`; never in what is judged). A
+pull request's next push validates the manifests whose blobs are new (plus the checks across
+files, over everything), and only the changed manifests' releases are built and judged. The
+file is discarded (with a log line) when damaged or written by another relctl version or
+schema set; the verdict is the same with or without it.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from controller.manifests import (
     Problem,
     Role,
     Severity,
+    ValidationCache,
     load_repository,
     problem_at,
     release_key,
@@ -76,7 +84,7 @@ from controller.platform.rules import (
 from controller.repofiles import EntryKind, RepoFiles, Unreadable
 from controller.status import parse_status
 
-__all__ = ["CheckResult", "check_change"]
+__all__ = ["CheckResult", "cache_path", "check_change"]
 
 _SIGN = "sign the commit with the SSH key access.yaml records for you (policy.requireSignedCommits)"
 #: How to fix a denial, by its reason.
@@ -109,6 +117,9 @@ class CheckResult:
     problems: tuple[Problem, ...]
     #: Number of files validated at the head revision.
     files: int
+    #: Manifests at head parsed and checked anew: the others' outcomes came from the cache
+    #: (their blobs were validated before). Everything else in the result is the same.
+    revalidated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -124,8 +135,14 @@ class CheckResult:
         return tuple(p for p in self.problems if p.severity is Severity.WARNING)
 
 
-def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
+def check_change(
+    repo_root: Path, base: str, head: str = "HEAD", *, use_cache: bool = True
+) -> CheckResult:
     """Validate ``head`` and judge the change from ``base`` to it (see the module docstring).
+
+    ``use_cache``: keep per-manifest validation outcomes by blob id in the repository's git
+    directory (:func:`cache_path`), so that a later check validates only the manifests whose
+    content changed; the result is the same either way.
 
     Raises :class:`GitError` when ``base`` or ``head`` is not a commit of the repository, or
     when they share no history; never for anything in the repository's files.
@@ -135,15 +152,22 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
     fork_sha = _merge_base(repo_root, base_sha, head_sha)
     changed = _git_paths(repo_root, "diff", "--name-only", "-z", "--no-renames", fork_sha, head_sha)
     manifests = sorted(path for path in changed if _is_manifest(path))
+    cache = ValidationCache.open(cache_path(repo_root)) if use_cache else None
     with repository(repo_root) as repo:
         head_tree = GitTree(repo, head_sha)
         base_tree = GitTree(repo, base_sha)
         fork_tree = base_tree if fork_sha == base_sha else GitTree(repo, fork_sha)
-        after = load_repository(head_tree)
+        # Only the changed manifests' releases are judged: the others are validated (from
+        # the cache when their blobs were seen before) but not built.
+        judged = {key for key in map(release_key, manifests) if key is not None}
+        after = load_repository(head_tree, cache=cache, only_releases=judged)
+        revalidated = (
+            cache.stats.misses if cache is not None else sum(map(_is_manifest, after.files))
+        )
         change = _Change(
             head=head_tree,
-            before=_releases(fork_tree, manifests),
-            main=_releases(base_tree, manifests),
+            before=_releases(fork_tree, manifests, cache),
+            main=_releases(base_tree, manifests, cache),
             after={r.key: r for r in after.releases},
             invalid=frozenset(after.invalid),
             statuses=_statuses(base_tree, manifests),
@@ -155,11 +179,14 @@ def check_change(repo_root: Path, base: str, head: str = "HEAD") -> CheckResult:
         access = load_repository(base_tree, [ACCESS_FILE]).access
         problems.extend(_rollout_commands(repo_root, fork_sha, head_sha, change, access))
         problems.extend(_forbidden(repo_root, base_sha, head_sha))
+    if cache is not None:
+        cache.save()
     return CheckResult(
         base=base_sha,
         head=head_sha,
         problems=tuple(sorted(set(problems), key=lambda p: p.sort_key)),
         files=len(after.files),
+        revalidated=revalidated,
     )
 
 
@@ -510,12 +537,25 @@ def _git(repo_root: Path, *args: str) -> str:
     return "" if done.status == 1 else done.text
 
 
-def _releases(tree: RepoFiles, manifests: Sequence[str]) -> dict[str, Release]:
+def cache_path(repo_root: Path) -> Path | None:
+    """Where ``relctl check`` keeps its validation cache: ``relctl/validation-cache`` in
+    the repository's (common) git directory, the clone's own and never part of what is
+    judged; None when git cannot say where that is."""
+    done = run_git(repo_root, "rev-parse", "--git-common-dir", ok=None)
+    text = done.text.strip()
+    if done.status != 0 or not text:
+        return None
+    return (repo_root / text).resolve() / "relctl" / "validation-cache"
+
+
+def _releases(
+    tree: RepoFiles, manifests: Sequence[str], cache: ValidationCache | None
+) -> dict[str, Release]:
     """The valid releases among ``manifests`` in ``tree``, by key."""
     present = [file for file in manifests if _is_file(tree, file)]
     if not present:
         return {}
-    loaded: LoadResult = load_repository(tree, present)
+    loaded: LoadResult = load_repository(tree, present, cache=cache)
     return {r.key: r for r in loaded.releases}
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import re2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.manifests import (
     Access,
@@ -387,3 +390,27 @@ def test_invalid_input_is_reported_at_its_file_line_and_field(
         assert expected in found, f"{expected} not in {sorted(found)}"
     for problem in result.problems:
         assert problem.line >= 1 and problem.column >= 1 and problem.message
+
+
+# --------------------------------------------------------------------------------------------
+# The default user id pattern is checked without RE2, with the same answers
+# --------------------------------------------------------------------------------------------
+
+_ID_LIKE = st.one_of(
+    st.text(max_size=20),
+    st.text(alphabet="0123456789", min_size=14, max_size=18),
+    st.text(alphabet="0123456789\u0660\u0661\u00b2\n ", min_size=15, max_size=17),
+)
+
+
+@given(_ID_LIKE)
+def test_the_default_user_id_pattern_answers_as_re2_does(text: str) -> None:
+    from controller.manifests.patterns import compile_pattern
+    from controller.model import DEFAULT_USER_ID_PATTERN
+
+    program = re2.compile(DEFAULT_USER_ID_PATTERN)
+    try:
+        expected = program.fullmatch(text) is not None
+    except UnicodeEncodeError:  # a lone surrogate is no id
+        expected = False
+    assert compile_pattern(DEFAULT_USER_ID_PATTERN)(text) is expected

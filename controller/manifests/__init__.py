@@ -14,13 +14,16 @@ Pipeline per YAML file, one module per job:
 3. ``config`` (``relctl.yaml``, ``access.yaml``), ``testers`` (tester files) and ``releases``
    (semantic checks the schema cannot express: path matches metadata, target app declared,
    tester files and ids, tester limit, grayscale steps, cancel with grayscale);
-4. ``repository``: finds the files and gathers everything into a :class:`LoadResult`.
+4. ``repository``: finds the files and gathers everything into a :class:`LoadResult`;
+5. ``cache``: per-manifest outcomes by blob id (:class:`ValidationCache`), so that a file
+   whose content did not change is not parsed or checked again.
 
 This module only re-exports the public API.
 """
 
 from __future__ import annotations
 
+from controller.manifests.cache import CacheStats, ValidationCache
 from controller.manifests.config import (
     ACCESS_FILE,
     CONFIG_FILE,
@@ -63,12 +66,14 @@ __all__ = [
     "TESTER_SUFFIXES",
     "YAML_SIZE_LIMIT",
     "Access",
+    "CacheStats",
     "LoadResult",
     "Member",
     "Problem",
     "Role",
     "SchemaSetError",
     "Severity",
+    "ValidationCache",
     "check_schemas",
     "enumerate_inline",
     "field_path",

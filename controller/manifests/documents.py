@@ -10,6 +10,7 @@ into located problems with hints (``unknown-field`` with a suggestion, ``unquote
 from __future__ import annotations
 
 import difflib
+import gc
 import itertools
 import json
 from collections.abc import Sequence
@@ -70,8 +71,16 @@ def read_document(files: RepoFiles, file: str, kind: str) -> Document:
 
 def check_chunk(kind: str, items: list[tuple[str, bytes]]) -> list[Document]:
     """:func:`check_document` over files already read (runs in worker processes: it is
-    sent bytes, never paths, and reads nothing)."""
-    return [check_document(file, data, kind) for file, data in items]
+    sent bytes, never paths, and reads nothing). The cyclic garbage collector pauses
+    meanwhile, as in the caller (``repository._collector_paused``): the documents made here
+    hold no cycles, and collections would walk them all again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [check_document(file, data, kind) for file, data in items]
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_document(file: str, data: bytes, kind: str) -> Document:

@@ -39,9 +39,23 @@ class PatternError(ValueError):
     """A pattern RE2 cannot compile; the message says why (cut short)."""
 
 
+def _sixteen_digits(text: str) -> bool:
+    """``^[0-9]{16}$`` without RE2: exactly sixteen ASCII digits."""
+    return len(text) == 16 and text.isascii() and text.isdigit()
+
+
+#: Patterns relctl itself ships, with an equivalent test in Python (no RE2 call per id, which
+#: was a fifth of checking a manifest's testers). Only these exact sources; anything a
+#: repository writes goes to RE2. ``tests/test_manifests.py`` checks the equivalence.
+_BUILT_IN: dict[str, FullMatch] = {r"^[0-9]{16}$": _sixteen_digits}
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def compile_pattern(source: str) -> FullMatch:
     """The full-match test of the RE2 pattern ``source``; raises :class:`PatternError`."""
+    built_in = _BUILT_IN.get(source)
+    if built_in is not None:
+        return built_in
     try:
         program = re2.compile(source, _OPTIONS)
     except re2.error as exc:

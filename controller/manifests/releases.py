@@ -75,8 +75,19 @@ class ReleaseChecker:
         self.config = config
         self._tester_files: dict[str, TesterFile] = {}
         self._listings: dict[str, frozenset[str]] = dict(listings or {})
+        #: Tester file paths the last :meth:`check` looked up in the repository (what its
+        #: outcome depends on besides the manifest and the config).
+        self.consulted: list[str] = []
 
-    def check(self, doc: Document) -> tuple[Release | None, list[Problem]]:
+    def check(
+        self, doc: Document, *, duplicates: bool = True
+    ) -> tuple[Release | None, list[Problem]]:
+        """The release of a schema-valid manifest, or None, and the problems found.
+
+        ``duplicates=False`` leaves out the one check across files (:meth:`duplicate`): the
+        rest depends only on the manifest, the config and the tester files it names
+        (:attr:`consulted`), which is what a cache may keep."""
+        self.consulted = []
         file = doc.file
         key = release_key(file)
         assert key is not None
@@ -102,18 +113,9 @@ class ReleaseChecker:
                         f"{expected} or move the file",
                     )
                 )
-        directory, _, name = file.rpartition("/")
-        stem, _, suffix = name.rpartition(".")
-        twin = f"{directory}/{stem}.{'yml' if suffix == 'yaml' else 'yaml'}"
-        if twin.rpartition("/")[2] in self._listing(directory):
-            problems.append(
-                file_problem(
-                    file,
-                    "duplicate-release",
-                    f"{key} is also defined by {twin}",
-                    "keep one manifest per (mini program, target app)",
-                )
-            )
+        twin = self.duplicate(file, key) if duplicates else None
+        if twin is not None:
+            problems.append(twin)
         if self.config is None:
             return None, problems
         app = self.config.target_apps.get(app_id)
@@ -197,6 +199,21 @@ class ReleaseChecker:
             ),
         )
         return release, problems
+
+    def duplicate(self, file: str, key: str) -> Problem | None:
+        """The problem of manifest ``file`` (release ``key``) when ``x.yaml`` and ``x.yml``
+        both exist."""
+        directory, _, name = file.rpartition("/")
+        stem, _, suffix = name.rpartition(".")
+        twin = f"{directory}/{stem}.{'yml' if suffix == 'yaml' else 'yaml'}"
+        if twin.rpartition("/")[2] not in self._listing(directory):
+            return None
+        return file_problem(
+            file,
+            "duplicate-release",
+            f"{key} is also defined by {twin}",
+            "keep one manifest per (mini program, target app)",
+        )
 
     def _rollout(
         self, spec: Mapping[str, Any], app: TargetApp, located: Any, problems: list[Problem]
@@ -470,6 +487,7 @@ class ReleaseChecker:
                 f"{quote(name)}: {why}",
                 "name tester files with printable characters, e.g. testers/gcash.csv",
             )
+        self.consulted.append(joined)
         entry = self.files.entry(joined)
         if entry is None:
             return None, (
