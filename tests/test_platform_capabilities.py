@@ -108,3 +108,55 @@ def test_relctl_validate_fails_with_the_platform_named(
     result = CliRunner().invoke(cli, ["validate"])
     assert result.exit_code == 1
     assert "Alipay Open Platform" in result.output
+
+
+def test_a_configuration_is_refused_where_the_platform_keeps_none(tmp_path: Path) -> None:
+    document = yaml.safe_load(release())
+    document["spec"]["configuration"] = {"theme": "dark"}
+    root = repo(tmp_path, config("alipay:", {"alipay": {}}), alipay=yaml.safe_dump(document))
+    found = codes(root)
+    assert "Alipay Open Platform" in found["platform-configuration"]
+    (tmp_path / "w").mkdir()
+    wechat = repo(
+        tmp_path / "w", config("wechat:", {"alipay": {}}), alipay=yaml.safe_dump(document)
+    )
+    assert "platform-configuration" not in codes(wechat), "WeChat carries it as ext_json"
+
+
+ANALYSES = {
+    "on-platform": {"metrics": [{"name": "crash-rate", "provider": "platform",
+                                 "query": "crashRate", "successCondition": "result < 1.5"}]},
+    "on-prometheus": {"metrics": [{"name": "errors", "provider": "prometheus",
+                                   "query": "sum(rate(errors[5m]))",
+                                   "address": "http://127.0.0.1:9090",
+                                   "successCondition": "result < 1"}]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("platform", "template", "refused"),
+    [
+        ("wechat:", "on-platform", True),
+        ("alipay:", "on-platform", True),
+        ("wechat:", "on-prometheus", False),
+        ("sim:x.db", "on-platform", False),
+    ],
+)
+def test_an_analysis_of_platform_metrics_is_refused_where_the_platform_reports_none(
+    tmp_path: Path, platform: str, template: str, refused: bool
+) -> None:
+    relctl = yaml.safe_load(config(platform, {"alipay": {}}))
+    relctl["analysisTemplates"] = ANALYSES
+    document = yaml.safe_load(release())
+    del document["spec"]["grayscale"]
+    document["spec"]["pilot"]["complete"] = True
+    document["spec"]["rollout"] = {
+        "steps": [{"grayscale": 10}, {"analysis": {"template": template}}, {"grayscale": 100}]
+    }
+    root = repo(tmp_path, yaml.safe_dump(relctl), alipay=yaml.safe_dump(document))
+    found = load_repository(root).problems
+    metrics = [p for p in found if p.code == "platform-metrics"]
+    assert bool(metrics) is refused, [p.to_dict() for p in found]
+    if refused:
+        assert metrics[0].path == "spec.rollout.steps[1].analysis"
+        assert "crash-rate" in metrics[0].message

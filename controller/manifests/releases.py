@@ -23,6 +23,7 @@ from controller.model import (
     Compatibility,
     OnFailure,
     Pilot,
+    Provider,
     Release,
     ReleaseSpec,
     RepoConfig,
@@ -448,6 +449,40 @@ class ReleaseChecker:
                     "set compatibility.minPassRate: 0 (test compatibility outside the platform)",
                 )
             )
+        if not capabilities.configuration and spec.get("configuration"):
+            problems.append(
+                located().problem(
+                    ["spec", "configuration"],
+                    "platform-configuration",
+                    f"{capabilities.platform} keeps no package configuration for a release, so "
+                    "this configuration would never reach it",
+                    "remove spec.configuration (set it in the package you upload)",
+                )
+            )
+        rollout = spec.get("rollout")
+        steps = rollout.get("steps") if isinstance(rollout, Mapping) else None
+        if not capabilities.feedback_metrics and isinstance(steps, list):
+            for index, step in enumerate(steps):
+                analysis = step.get("analysis") if isinstance(step, Mapping) else None
+                name = analysis.get("template") if isinstance(analysis, Mapping) else None
+                template = self.config.analysis_templates.get(name) if name else None
+                if template is None:
+                    continue  # an unknown template is reported by the rollout's own check
+                platform_metrics = [
+                    m.name for m in template.metrics if m.provider is Provider.PLATFORM
+                ]
+                if platform_metrics:
+                    problems.append(
+                        located().problem(
+                            ["spec", "rollout", "steps", index, "analysis"],
+                            "platform-metrics",
+                            f"{capabilities.platform} reports no feedback metrics, so the "
+                            f"analysis {name} (provider: platform: "
+                            f"{', '.join(platform_metrics)}) could never be measured",
+                            "measure with provider prometheus or web in the template, or "
+                            "replace the step with a pause",
+                        )
+                    )
         return problems
 
     def _listing(self, directory: str) -> frozenset[str]:

@@ -36,6 +36,12 @@ class Capabilities:
     compatibility_test: bool = True
     #: Whether the platform can re-publish the previous version without review.
     rollback: bool = False
+    #: Whether a release carries a package configuration (``spec.configuration``) the
+    #: platform stores and reports back.
+    configuration: bool = True
+    #: Whether the platform reports feedback metrics (crash and error rates) of a version,
+    #: which a rollout's ``analysis`` steps measure.
+    feedback_metrics: bool = True
 
     def allows_grayscale(self, percent: int) -> bool:
         """Whether the platform can release ``percent`` (0: not exposed; 100: full release)."""
@@ -63,9 +69,15 @@ CAPABILITIES: dict[str, Capabilities] = {
         testers_max=50,
         compatibility_test=False,
         rollback=True,
+        # the release API holds no package configuration and no feedback metrics
+        configuration=False,
+        feedback_metrics=False,
     ),
     # wxa/grayrelease: an integer percentage that only rises; trial-version testers
-    "wechat": Capabilities(platform="WeChat", compatibility_test=False, rollback=True),
+    # the configuration travels as wxa/commit's ext_json; no feedback metrics API is mapped
+    "wechat": Capabilities(
+        platform="WeChat", compatibility_test=False, rollback=True, feedback_metrics=False
+    ),
 }
 """Capabilities per adapter scheme (the part of a platform spec before the first ``:``)."""
 
