@@ -8,6 +8,7 @@ never a traceback).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
@@ -18,18 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from controller import __version__
 from controller.access import Ledger, TrustError, render_codeowners
 from controller.check import check_change
-from controller.cli_platform import platform
 from controller.commands import Command, CommandError, run_command
-from controller.daemon import Controller, DaemonOptions, run_forever, utc_now
 from controller.gitops import GitError, Workspace, redact
-from controller.lease import Lease
 from controller.logs import setup_logging
 from controller.manifests import (
     CONFIG_FILE,
@@ -38,9 +36,7 @@ from controller.manifests import (
     load_access,
     load_repository,
 )
-from controller.metrics import Metrics
 from controller.model import Status
-from controller.notify import Notifier, Outbox, configured_targets, notification_secrets
 from controller.output.report import (
     plan_report,
     preview_report,
@@ -62,23 +58,48 @@ from controller.output.text import (
 from controller.platform import open_platform
 from controller.platform.errors import PlatformError, PlatformUnusable
 from controller.platform.protocol import Platform
-from controller.preview import preview_change
-from controller.reconcile import PassResult, ReleaseResult, plan_repository
-from controller.server import WebhookSettings, parse_listen
 from controller.state import STATE_FILE, ControllerState, StateError
 from controller.status import read_statuses
 from controller.trust import TrustSettings, reset_trust, saved_trust
 
+if TYPE_CHECKING:
+    from controller.reconcile import PassResult, ReleaseResult
+
+# The commands that run the controller, serve or preview import what they need when they run:
+# `relctl validate` (the pre-commit hook) and `relctl check` start without loading the daemon,
+# the servers, notifications or the simulator's console.
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A command group whose heavier subcommands are imported only when they are used
+    (``lazy``: name -> ``module:attribute``); listing them (``--help``) imports them too."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    lazy={"platform": "controller.cli_platform:platform"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="relctl")
 def cli() -> None:
     """relctl: declarative, reviewable releases of mini programs to partner super apps."""
-
-
-cli.add_command(platform)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +332,8 @@ def reconcile(
     Exit 0 when the pass ran and every release is valid and healthy, 1 when it ran but some
     release is invalid, stalled or failing, 2 when it could not run (git, lock, usage).
     """
+    from controller.daemon import Controller
+
     try:
         with (
             _workspace(remote, branch, workdir, author_name, author_email) as workspace,
@@ -420,6 +443,12 @@ def run(
     lands) and the process exits 0. Prints one line per release that moved (--format json:
     one JSON object per pass that moved something, on its own line).
     """
+    from controller.daemon import Controller, DaemonOptions, run_forever
+    from controller.lease import Lease
+    from controller.metrics import Metrics
+    from controller.notify import Notifier, Outbox, configured_targets, notification_secrets
+    from controller.server import WebhookSettings, parse_listen
+
     # In json, standard output carries nothing but the passes.
     to_stderr = output == "json"
     try:
@@ -521,10 +550,14 @@ def plan(
     transition, the steps and gates, tester differences, and anything that will be refused
     (--format markdown is one pull-request comment, updated in place by its marker).
     """
+    from controller.preview import preview_change
+    from controller.reconcile import plan_repository
+
     root = (repo or _find_repo(Path.cwd())).resolve()
+    now = datetime.now(UTC).replace(microsecond=0)
     if base is not None:
         try:
-            change = preview_change(root, base, head, utc_now())
+            change = preview_change(root, base, head, now)
         except GitError as exc:
             _fail(str(exc))
             return
@@ -532,7 +565,7 @@ def plan(
         sys.exit(0)
     try:
         with _opened_platform(platform_spec, root) as adapter:
-            results = plan_repository(root, adapter, "", utc_now())
+            results = plan_repository(root, adapter, "", now)
     except PlatformError as exc:
         _fail(f"cannot read the platform: {exc}")
         return

@@ -162,3 +162,18 @@ def test_the_real_entry_point_validates_the_project_sample() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout) == []
     assert done.stderr == ""
+
+
+def test_the_cli_starts_without_the_daemon_servers_or_the_simulator_console() -> None:
+    """`relctl validate` is a pre-commit hook: importing the CLI must not load what only
+    `run`, `platform` and the servers need (apscheduler, uvicorn, apprise, the console)."""
+    probe = (
+        "import sys, controller.cli\n"
+        "heavy = ['controller.daemon', 'controller.server', 'controller.notify', "
+        "'controller.cli_platform', 'apscheduler', 'uvicorn', 'apprise']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "", f"imported at start-up: {loaded}"
