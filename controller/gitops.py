@@ -8,10 +8,10 @@ git objects (:class:`GitTree`), and hands the status files that changed to
 Nothing is checked out: the clone is a git directory with an empty work tree, so neither a
 sync nor a status commit costs anything per file of the repository (100,000 releases are
 200,000 files). A status commit is built with git plumbing from the base commit's tree:
-``hash-object`` writes the new blobs, ``cat-file --batch`` reads only the trees on the way to
-a changed file, ``mktree --batch`` writes those trees again (one call per depth) and
-``commit-tree`` makes the commit. Its cost grows with the files it changes and the size of
-the directories that hold them (``status/`` has one entry per mini program), not with the
+``fast-import`` writes the new blobs (one pack), ``cat-file --batch`` reads only the trees on
+the way to a changed file, ``mktree --batch`` writes those trees again (one call per depth)
+and ``commit-tree`` makes the commit. Its cost grows with the files it changes and the size
+of the directories that hold them (``status/`` has one entry per mini program), not with the
 number of files in the repository. :meth:`Workspace.checkout` fills the work tree for the rare
 reader that needs files (``relctl status --remote``); the next sync empties it again.
 
@@ -653,25 +653,31 @@ class Workspace:
             self._git("update-ref", f"refs/heads/{self.branch}", commit)
 
     def _write_blobs(self, wanted: Mapping[str, bytes | None]) -> dict[str, str | None]:
-        """Write the blobs of ``wanted`` (one ``hash-object`` for all); path -> blob id or None."""
+        """Write the blobs of ``wanted`` with one ``git fast-import`` (a single pack, no file
+        per blob; a blob the repository has already is not written again); path -> blob id,
+        or None for a deletion."""
         contents = list(dict.fromkeys(data for data in wanted.values() if data is not None))
         oids: dict[bytes, str] = {}
         if contents:
-            scratch = Path(tempfile.mkdtemp(prefix="relctl-blobs-", dir=self.root / ".git"))
+            stream = bytearray()
+            for number, data in enumerate(contents, start=1):
+                stream += b"blob\nmark :%d\ndata %d\n%s\n" % (number, len(data), data)
+            handle, marks = tempfile.mkstemp(prefix="relctl-marks-", dir=self.root / ".git")
+            os.close(handle)
             try:
-                names = []
-                for number, data in enumerate(contents):
-                    (scratch / str(number)).write_bytes(data)
-                    names.append(f"{scratch.relative_to(self.root).as_posix()}/{number}\n")
-                out = run_git(
-                    self.root, "hash-object", "-w", "--no-filters", "--stdin-paths",
-                    input="".join(names).encode(),
-                ).text.split()  # fmt: skip
+                run_git(
+                    self.root, "fast-import", "--quiet", f"--export-marks={marks}",
+                    input=bytes(stream),
+                )  # fmt: skip
+                exported = dict(
+                    line.split(" ", 1) for line in Path(marks).read_text().splitlines() if line
+                )
             finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            if len(out) != len(contents):
-                raise GitError(f"git hash-object wrote {len(out)} of {len(contents)} blobs")
-            oids = dict(zip(contents, out, strict=True))
+                Path(marks).unlink(missing_ok=True)
+            written = [exported.get(f":{number}") for number in range(1, len(contents) + 1)]
+            if any(oid is None for oid in written):
+                raise GitError(f"git fast-import wrote {len(exported)} of {len(contents)} blobs")
+            oids = {data: str(oid) for data, oid in zip(contents, written, strict=True)}
         return {path: None if data is None else oids[data] for path, data in wanted.items()}
 
     def _status_commit(
