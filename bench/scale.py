@@ -361,6 +361,7 @@ class Phase:
 
     wall: float
     peak_mb: float | None
+    cpu: float = 0.0
     commits: int = 0
     mutations: int = 0
     files: int = 0
@@ -378,9 +379,17 @@ class Size:
     phases: dict[str, Phase] = field(default_factory=dict)
 
 
-def measured(call: Callable[[], T], *, profile: bool) -> tuple[T, float, float | None, str]:
-    """(result, wall seconds, peak RSS MB during the call, cProfile text)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (git commands), in seconds:
+    less noisy than wall time on a shared machine."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def measured(call: Callable[[], T], *, profile: bool) -> tuple[T, float, float | None, str, float]:
+    """(result, wall seconds, peak RSS MB during the call, cProfile text, CPU seconds)."""
     reset = reset_peak_rss()
+    cpu = cpu_seconds()
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler is not None:
@@ -396,7 +405,7 @@ def measured(call: Callable[[], T], *, profile: bool) -> tuple[T, float, float |
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
         text = out.getvalue()
-    return result, wall, peak_rss_mb() if reset else None, text
+    return result, wall, peak_rss_mb() if reset else None, text, cpu_seconds() - cpu
 
 
 def run_size(
@@ -424,11 +433,11 @@ def run_size(
     log(f"  setup: {', '.join(f'{k} {v:.1f} s' for k, v in size.setup.items())}")
 
     runner = CliRunner()
-    done, wall, peak, _ = measured(
+    done, wall, peak, _, cpu = measured(
         lambda: runner.invoke(cli, ["validate", "--repo", str(tmp / "checkout")]), profile=False
     )
     last = (done.output.strip().splitlines() or [""])[-1]
-    size.phases["validate"] = Phase(wall, peak, note=f"exit {done.exit_code}: {last[:60]}")
+    size.phases["validate"] = Phase(wall, peak, cpu, note=f"exit {done.exit_code}: {last[:60]}")
     if done.exit_code != 0:
         failures.append(f"{releases}: relctl validate exit {done.exit_code}: {last}")
     log(f"  validate: {wall:.1f} s ({last[:80]})")
@@ -442,12 +451,12 @@ def run_size(
         def one_pass(name: str) -> tuple[PassResult, Phase]:
             simulator.advance(TICK)
             commits, mutations = remote_commits(bare), count_mutations(db)
-            result, wall, peak, text = measured(
+            result, wall, peak, text, cpu = measured(
                 lambda: controller.pass_once(raise_errors=True), profile=name in profiles
             )
             assert result is not None
             phase = Phase(
-                wall, peak, commits=remote_commits(bare) - commits,
+                wall, peak, cpu, commits=remote_commits(bare) - commits,
                 mutations=count_mutations(db) - mutations, files=len(result.changed),
                 steps=sum(1 for r in result.releases if r.result is not None),
                 sync=workspace.sync_seconds,
@@ -527,49 +536,60 @@ def _mb(value: float | None) -> str:
 
 
 def report(sizes: list[Size], apps: int) -> None:
-    print(f"\nrelctl at scale: releases = mini programs x {apps} target apps (times: wall s)")
-    header = (
-        f"{'releases':>9} {'phase':<10} {'wall s':>8} {'ms/rel':>8} {'peak MB':>8} "
-        f"{'sync s':>7} {'commit s':>8} {'files':>7} {'commits':>7} {'steps':>6} {'mut':>6}"
+    print(f"\nrelctl at scale: releases = mini programs x {apps} target apps")
+    print(
+        f"{'releases':>9} {'phase':<10} {'wall s':>8} {'cpu s':>8} {'cpu ms/rel':>10} "
+        f"{'peak MB':>8} {'sync s':>7} {'commit s':>8} {'files':>7} {'commits':>7} "
+        f"{'steps':>6} {'mut':>6}"
     )
-    print(header)
     for size in sizes:
         for name, p in size.phases.items():
-            per = p.wall / size.releases * 1000
+            per = p.cpu / size.releases * 1000
             print(
-                f"{size.releases:>9,} {name:<10} {p.wall:8.2f} {per:8.3f} {_mb(p.peak_mb):>8} "
-                f"{p.sync:7.2f} {p.commit:8.2f} {p.files:7,} {p.commits:7} {p.steps:6,} "
-                f"{p.mutations:6,}"
+                f"{size.releases:>9,} {name:<10} {p.wall:8.2f} {p.cpu:8.2f} {per:10.3f} "
+                f"{_mb(p.peak_mb):>8} {p.sync:7.2f} {p.commit:8.2f} {p.files:7,} "
+                f"{p.commits:7} {p.steps:6,} {p.mutations:6,}"
             )
     print(
-        "(ms/rel = wall / releases; peak MB = this process's RSS high-water mark during the "
-        "phase; sync = fetch + moving the branch; commit = Workspace.write_status, push "
-        "included; files = status files the pass changed; mut = platform mutations)"
+        "(cpu = CPU seconds of this process and its finished git children: less noisy than "
+        "wall on a shared machine; cpu ms/rel = cpu / releases; peak MB = this process's RSS "
+        "high-water mark during the phase; sync = fetch + moving the branch (wall); commit = "
+        "Workspace.write_status, push included (wall); files = status files the pass "
+        "changed; mut = platform mutations)"
     )
     for size in sizes:
         notes = [f"{n}: {p.note}" for n, p in size.phases.items() if p.note]
         setup = ", ".join(f"{k} {v:.1f} s" for k, v in size.setup.items())
         print(f"{size.releases:,}: setup {setup}; " + "; ".join(notes))
 
-    print("\ngrowth curve (wall s; x = growth against the previous size)")
     names = ["validate", "cold", "own commit", "unchanged", "step"]
-    print(f"{'releases':>9} " + " ".join(f"{n:>16}" for n in names) + f" {'step commit s':>14}")
-    previous: Size | None = None
-    for size in sizes:
-        cells = []
-        for name in names:
-            wall = size.phases[name].wall if name in size.phases else float("nan")
-            growth = ""
-            if previous is not None and name in previous.phases and previous.phases[name].wall:
-                growth = f" x{wall / previous.phases[name].wall:.1f}"
-            cells.append(f"{wall:9.2f}{growth:>7}")
-        commit = size.phases["step"].commit if "step" in size.phases else float("nan")
-        print(f"{size.releases:>9,} " + " ".join(f"{c:>16}" for c in cells) + f" {commit:14.2f}")
-        previous = size
+    for unit in ("cpu", "wall"):
+        print(f"\ngrowth curve ({unit} s; xN = against the previous size)")
+        print(f"{'releases':>9} " + " ".join(f"{n:>15}" for n in names) + f" {'step commit':>12}")
+        previous: Size | None = None
+        for size in sizes:
+            cells = []
+            for name in names:
+                value = _value(size, name, unit)
+                growth = ""
+                if previous is not None and _value(previous, name, unit) > 0:
+                    growth = f" x{value / _value(previous, name, unit):.1f}"
+                cells.append(f"{value:8.2f}{growth:>7}")
+            commit = size.phases["step"].commit if "step" in size.phases else float("nan")
+            print(f"{size.releases:>9,} " + " ".join(cells) + f" {commit:12.2f}")
+            previous = size
     print(
-        "(the step pass always changes 1,000 releases: its status commit should stay flat "
-        "while the repository grows; the other phases touch every release)"
+        "(step commit = wall s of the step pass's status commit: 1,000 files whatever the "
+        "size, so it should stay flat while the repository grows; every other phase touches "
+        "every release)"
     )
+
+
+def _value(size: Size, name: str, unit: str) -> float:
+    phase = size.phases.get(name)
+    if phase is None:
+        return float("nan")
+    return phase.cpu if unit == "cpu" else phase.wall
 
 
 def main() -> int:

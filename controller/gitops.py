@@ -152,6 +152,9 @@ class PushResult:
     attempts: int
     #: Paths the commit changed (added, modified or deleted), sorted.
     files: tuple[str, ...]
+    #: The blob id of every status file written (None: deleted), so a caller that keeps
+    #: statuses by blob id need not read back what it just pushed.
+    blob_ids: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -510,7 +513,7 @@ class Workspace:
                 raise
             if not reason:
                 self._last_pushed = commit
-                return PushResult(commit=commit, attempts=attempt, files=tuple(changed))
+                return PushResult(commit, attempt, tuple(changed), blob_ids=dict(blobs))
             self._discard_local(base)  # never keep a commit the remote refused
         raise PushRejected(self.branch, max_attempts, reason)
 

@@ -103,6 +103,11 @@ def test_a_status_commit_writes_only_the_changed_blobs_and_the_trees_above_them(
     ) == unchanged  # fmt: skip
     for path in changed:
         assert remote_file(remote, path) == files[path]
+    blob_ids = {
+        path: git(workspace.root, "rev-parse", f"{result.commit}:{path}") if data else None
+        for path, data in files.items()
+    }
+    assert result.blob_ids == blob_ids
     assert remote_file(remote, status_of(151, 8)) == b"phase: Grayscale\nrelease: 151-8\n"
 
 
@@ -263,3 +268,24 @@ def test_concurrent_people_and_controllers_lose_no_commit(remote: str, tmp_path:
     for c in range(2):
         assert remote_file(remote, status_of(0, c)) == b"round 5\n"
     assert remote_file(remote, manifest_of(pushes - 1, 0)) == f"n: {pushes - 1}\n".encode()
+
+
+def test_before_push_sees_each_commit_about_to_be_pushed_and_the_last_one_lands(
+    workspace: Workspace, remote: str, tmp_path: Path
+) -> None:
+    alice = PersonClone(remote, tmp_path / "alice", name="Alice", email="alice@example.com")
+    person = alice.commit_and_push({manifest_of(1, 1): "spec: {grayscale: 20}\n"}, "Raise")
+    staged: list[tuple[str, str]] = []
+
+    def record(commit: str) -> None:  # what controller.state does: remember before pushing
+        staged.append((commit, git(workspace.root, "rev-parse", f"{commit}^")))
+
+    result = workspace.write_status(
+        {status_of(1, 1): b"phase: Grayscale\n"}, "status: x",
+        observed_commit=workspace.head, before_push=record,
+    )  # fmt: skip
+
+    assert result is not None and result.attempts == 2
+    assert [commit for commit, _parent in staged][-1] == result.commit == remote_head(remote)
+    assert staged[-1][1] == person  # rebuilt on the person's commit
+    assert staged[0][1] != person  # the first attempt, on the old head, was refused
