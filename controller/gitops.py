@@ -762,12 +762,6 @@ def _revision(rev: str) -> str:
     return rev
 
 
-def _batches(paths: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
-    """Split long path lists so a command line never grows past the OS limit."""
-    for start in range(0, len(paths), size):
-        yield paths[start : start + size]
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
