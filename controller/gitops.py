@@ -1059,6 +1059,13 @@ def repository(repo_root: Path) -> Iterator[git.Repo]:
         repo.close()
 
 
+#: How many commit listings :class:`GitTree` keeps (per process, all repositories together).
+LISTINGS_KEPT = 4
+_Listing = tuple[dict[str, Entry], dict[str, list[Entry]]]
+_listings: dict[tuple[str, str], _Listing] = {}
+_listings_lock = threading.Lock()
+
+
 class GitTree:
     """The files of one commit, read as git objects (a :class:`RepoFiles`).
 
@@ -1067,7 +1074,14 @@ class GitTree:
     or 100755) no larger than the caller's limit. No work tree, no checkout, no filters:
     ``.gitattributes`` cannot change a byte of what is read, and a symbolic link (mode
     120000) or submodule is an entry to report, never something to follow.
+
+    The listings of the last :data:`LISTINGS_KEPT` commits are kept (a commit's tree never
+    changes): a daemon's passes over an unchanged main list 200,000 entries once, not every
+    pass. :attr:`listed` counts the listings actually read.
     """
+
+    #: Commits listed with ``ls-tree`` since the process started (cached ones not counted).
+    listed = 0
 
     def __init__(self, repo: git.Repo, commit: str) -> None:
         self._repo = repo
@@ -1075,28 +1089,17 @@ class GitTree:
         self._commit = run_git(
             root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
         ).text.strip()
-        listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", self._commit)
-        entries: dict[str, Entry] = {}
-        children: dict[str, list[Entry]] = {"": []}
-        for record in listing.out.split(b"\0"):
-            if not record:
-                continue
-            meta, _tab, raw_path = record.partition(b"\t")
-            mode, kind_name, oid, size = meta.split(None, 3)
-            path = raw_path.decode("utf-8", "surrogateescape")
-            kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
-            if kind is EntryKind.FILE and mode == b"120000":
-                kind = EntryKind.SYMLINK
-            elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
-                kind = EntryKind.SPECIAL
-            entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
-            entries[path] = entry
-            parent = path.rpartition("/")[0]
-            children.setdefault(parent, []).append(entry)
-            if kind is EntryKind.DIRECTORY:
-                children.setdefault(path, [])
-        self._entries = entries
-        self._children = children
+        key = (os.path.realpath(repo.git_dir), self._commit)
+        with _listings_lock:
+            listing = _listings.get(key)
+        if listing is None:
+            listing = _list_commit(root, self._commit)
+            with _listings_lock:
+                GitTree.listed += 1
+                _listings[key] = listing
+                while len(_listings) > LISTINGS_KEPT:
+                    del _listings[next(iter(_listings))]  # the oldest
+        self._entries, self._children = listing
 
     @property
     def revision(self) -> str:
@@ -1136,6 +1139,32 @@ class GitTree:
         if len(data) > limit:  # pragma: no cover - git's own size was checked first
             raise size_problem(path, len(data), limit)
         return data
+
+
+def _list_commit(root: str, commit: str) -> _Listing:
+    """Every entry of ``commit`` by path, and the entries of each directory (never changed
+    once built: :class:`GitTree` instances of one commit share them)."""
+    listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit)
+    entries: dict[str, Entry] = {}
+    children: dict[str, list[Entry]] = {"": []}
+    for record in listing.out.split(b"\0"):
+        if not record:
+            continue
+        meta, _tab, raw_path = record.partition(b"\t")
+        mode, kind_name, oid, size = meta.split(None, 3)
+        path = raw_path.decode("utf-8", "surrogateescape")
+        kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
+        if kind is EntryKind.FILE and mode == b"120000":
+            kind = EntryKind.SYMLINK
+        elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
+            kind = EntryKind.SPECIAL
+        entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
+        entries[path] = entry
+        parent = path.rpartition("/")[0]
+        children.setdefault(parent, []).append(entry)
+        if kind is EntryKind.DIRECTORY:
+            children.setdefault(path, [])
+    return entries, children
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from gitutil import (
     remote_log,
 )
 
-from controller.gitops import Workspace, edit_tree
+from controller.gitops import GitTree, Workspace, edit_tree
 
 MINI_PROGRAMS = 300
 APPS = 10
@@ -289,3 +289,24 @@ def test_before_push_sees_each_commit_about_to_be_pushed_and_the_last_one_lands(
     assert [commit for commit, _parent in staged][-1] == result.commit == remote_head(remote)
     assert staged[-1][1] == person  # rebuilt on the person's commit
     assert staged[0][1] != person  # the first attempt, on the old head, was refused
+
+
+def test_a_commit_is_listed_once_for_every_tree_of_it(workspace: Workspace) -> None:
+    """A daemon's passes over an unchanged main make a GitTree of the same commit each time;
+    its 200,000 entries are listed once (a commit's tree never changes)."""
+    first = GitTree(workspace.repo, workspace.head)
+    listed = GitTree.listed
+    again = GitTree(workspace.repo, "HEAD")
+    assert GitTree.listed == listed
+    assert again.revision == first.revision
+    assert again.children("status/mp001") == first.children("status/mp001")
+    assert again.read(status_of(1, 1), 1000) == b"phase: Grayscale\nrelease: 1-1\n"
+
+    result = workspace.write_status(
+        {status_of(1, 1): b"phase: Released\n"}, "status: x", observed_commit=workspace.head
+    )
+    assert result is not None
+    after = GitTree(workspace.repo, result.commit)
+    assert GitTree.listed == listed + 1
+    assert after.read(status_of(1, 1), 1000) == b"phase: Released\n"
+    assert first.read(status_of(1, 1), 1000) == b"phase: Grayscale\nrelease: 1-1\n"
