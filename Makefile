@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench schemas clean
+.PHONY: demo test lint bench bench-scale schemas clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/check.py
 	$(BIN)/python bench/reconcile.py
+
+# 1,000, 10,000 and 100,000 releases in one repository (about ten minutes on two cores);
+# make bench-scale SIZES=1000,10000 for a quick look.
+SIZES ?= 1000,10000,100000
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --sizes $(SIZES)
 
 # schemas/ is the copy people edit and editors read; relctl loads the copy inside the package
 # (controller/schemas/) so that an installed wheel has it. This copies the one to the other.

@@ -664,6 +664,7 @@ def status(
             try:
                 with Workspace(remote, branch, Path(temp)) as workspace:
                     workspace.sync()
+                    workspace.checkout()  # the clone holds no files otherwise
                     statuses = read_statuses(workspace.root)
                     if mini_program is not None and target_app is not None:
                         _release_detail(workspace.root, statuses, mini_program, target_app, output)

@@ -1,9 +1,19 @@
 """The controller's own clone of the release repository: sync, read, write status, push.
 
 ``reconcile.run_pass`` opens one :class:`Workspace` per controller and, every pass, calls
-:meth:`Workspace.sync` (fetch, hard reset to the remote branch), reads manifests under
-:attr:`Workspace.root`, and hands the status files that changed to
+:meth:`Workspace.sync` (fetch, move the local branch to the remote's), reads that commit as
+git objects (:class:`GitTree`), and hands the status files that changed to
 :meth:`Workspace.write_status`, which makes at most one commit and pushes it.
+
+Nothing is checked out: the clone is a git directory with an empty work tree, so neither a
+sync nor a status commit costs anything per file of the repository (100,000 releases are
+200,000 files). A status commit is built with git plumbing from the base commit's tree:
+``fast-import`` writes the new blobs (one pack), ``cat-file --batch`` reads only the trees on
+the way to a changed file, ``mktree --batch`` writes those trees again (one call per depth)
+and ``commit-tree`` makes the commit. Its cost grows with the files it changes and the size
+of the directories that hold them (``status/`` has one entry per mini program), not with the
+number of files in the repository. :meth:`Workspace.checkout` fills the work tree for the rare
+reader that needs files (``relctl status --remote``); the next sync empties it again.
 
 Rules this module keeps (DESIGN section 5, and the write-back pain points of Flux and Argo CD
 Image Updater):
@@ -22,10 +32,10 @@ Image Updater):
 Layout of a workdir::
 
     <workdir>/relctl.lock   the lock (holds the pid of the controller that owns the workdir)
-    <workdir>/repo/         the clone; hard reset and cleaned on every sync
+    <workdir>/repo/         the clone: its .git and nothing else (emptied on every sync)
 
-The clone lives one level down so that ``git clean`` can never delete the lock file, and so the
-workdir can hold other controller state next to the clone.
+The clone lives one level down so that emptying its work tree can never delete the lock file,
+and so the workdir can hold other controller state next to the clone.
 
 Git runs as the ``git`` CLI through GitPython's ``Repo.git`` (FACTS.md: ``repo.index`` is ~8x
 slower in a 10,000-file repo and changes the process's working directory). Every ``Repo`` is
@@ -54,7 +64,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -142,6 +152,9 @@ class PushResult:
     attempts: int
     #: Paths the commit changed (added, modified or deleted), sorted.
     files: tuple[str, ...]
+    #: The blob id of every status file written (None: deleted), so a caller that keeps
+    #: statuses by blob id need not read back what it just pushed.
+    blob_ids: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -332,7 +345,8 @@ class Workspace:
 
     @property
     def root(self) -> Path:
-        """The work tree of the clone, where manifests are read after :meth:`sync`."""
+        """The top of the clone (``root/.git`` is its git directory). Its work tree is empty
+        unless :meth:`checkout` filled it; read commits as git objects (:class:`GitTree`)."""
         return self.workdir / _CLONE_NAME
 
     @property
@@ -349,7 +363,7 @@ class Workspace:
 
     @property
     def head(self) -> str:
-        """The commit checked out in :attr:`root` (after :meth:`sync`)."""
+        """The commit of the local branch (the remote's, after :meth:`sync`)."""
         status, out, _err = self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
         if status != 0:
             raise GitError(f"workspace {self.workdir} has no commit checked out: sync() first")
@@ -358,28 +372,48 @@ class Workspace:
     # -- reading -----------------------------------------------------------------------------
 
     def sync(self) -> str:
-        """Fetch the branch, hard reset the work tree to it, remove untracked files.
+        """Fetch the branch and move the local branch (and ``HEAD``) to it; empty the work tree.
 
-        Returns the commit now checked out. Nothing of a person lives in this clone, so nothing
-        is lost: the remote is the only truth.
+        Returns the commit of the branch. Nothing is checked out, so an unchanged sync costs a
+        fetch and a few ref updates whatever the size of the repository. Nothing of a person
+        lives in this clone, so nothing is lost: the remote is the only truth.
         """
         self._fetch()
-        self._reset_to_remote()
+        self._follow_remote()
         return self.head
 
+    def checkout(self) -> Path:
+        """Fill the work tree with the files of :attr:`head` for a reader that needs files.
+
+        Costs one write per file of the repository; the controller never needs it (it reads
+        git objects), and the next :meth:`sync` empties the work tree again. Returns :attr:`root`.
+        """
+        self._git("reset", "--quiet", "--hard", "HEAD")
+        self._git("clean", "-ffdxq")
+        return self.root
+
     def read_file(self, relpath: str) -> bytes | None:
-        """The bytes of ``relpath`` in the work tree, or None when it is not a regular file."""
+        """The bytes of ``relpath`` at :attr:`head`, or None when it is not a regular file.
+
+        Read from git objects: a symbolic link, a directory or a submodule is None, never
+        followed.
+        """
         parts = _relative_parts(relpath)
         if parts is None:
             raise ValueError(f"not a relative path inside the repository: {relpath!r}")
-        path = self.root.joinpath(*parts)
-        root = self.root.resolve()
-        if not path.resolve().is_relative_to(root):
-            raise ValueError(f"{relpath!r} leads outside the repository")
-        try:
-            return path.read_bytes() if path.is_file() else None
-        except FileNotFoundError:
-            return None
+        listing = run_git(
+            self.root, "ls-tree", "-z", "--full-tree", "HEAD", "--", "/".join(parts),
+            env={"GIT_LITERAL_PATHSPECS": "1"},
+        ).out  # fmt: skip
+        for record in listing.split(b"\0"):
+            meta, _tab, name = record.partition(b"\t")
+            if name.decode("utf-8", "surrogateescape") != "/".join(parts):
+                continue
+            mode, kind, oid = meta.split()
+            if kind != b"blob" or mode not in (b"100644", b"100755"):
+                return None
+            return run_git(self.root, "cat-file", "blob", oid.decode()).out
+        return None
 
     def changed_paths(self, since: str, until: str = "HEAD") -> list[str]:
         """Paths that differ between two commits (renames as delete + add), sorted."""
@@ -437,8 +471,10 @@ class Workspace:
     ) -> PushResult | None:
         """Commit ``files`` (None deletes) on the current head and push; None if nothing changed.
 
-        On a rejected push the same files are laid on the remote's new head and pushed again,
-        up to ``max_attempts`` pushes in all, then :class:`PushRejected`. Never forces.
+        The commit is built from the head's tree with plumbing (see the module docstring):
+        nothing is checked out and no index of the whole repository is written. On a rejected
+        push the same files are laid on the remote's new head and pushed again, up to
+        ``max_attempts`` pushes in all, then :class:`PushRejected`. Never forces.
         ``before_push(commit)`` is called with each commit right before it is pushed (the
         controller records what it is about to push, see ``controller.state``).
         """
@@ -448,6 +484,8 @@ class Workspace:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         full_message = commit_message(message, observed_commit, skip_ci=skip_ci)
+        _edits(dict.fromkeys(wanted))  # a path that is both a file and a directory: refused now
+        blobs: dict[str, str | None] | None = None
         reason = ""
         for attempt in range(1, max_attempts + 1):
             if attempt > 1:
@@ -456,14 +494,17 @@ class Workspace:
                 )
                 self._sleep(delay)
                 self._fetch()
-                self._reset_to_remote()
+                self._follow_remote()
             base = self.head
             try:
-                changed = self._lay(wanted)
-                if not changed:
+                if blobs is None:  # the same blobs on every attempt
+                    blobs = self._write_blobs(wanted)
+                commit = self._status_commit(base, blobs, full_message)
+                if commit is None:
                     return None
-                commit = self._commit(full_message)
+                changed = self._changed_paths_of(base, commit)
                 self._assert_only_status(commit)
+                self._git("update-ref", f"refs/heads/{self.branch}", commit, base)
                 if before_push is not None:
                     before_push(commit)
                 reason = self._push()
@@ -472,7 +513,7 @@ class Workspace:
                 raise
             if not reason:
                 self._last_pushed = commit
-                return PushResult(commit=commit, attempts=attempt, files=tuple(changed))
+                return PushResult(commit, attempt, tuple(changed), blob_ids=dict(blobs))
             self._discard_local(base)  # never keep a commit the remote refused
         raise PushRejected(self.branch, max_attempts, reason)
 
@@ -587,90 +628,88 @@ class Workspace:
             raise GitError(f"branch {self.branch!r} not found on {redact(self.remote)}")
         raise GitError(f"cannot fetch {redact(self.remote)}: {_one_line(err)}")
 
-    def _reset_to_remote(self) -> None:
-        self._git(
-            "checkout",
-            "--quiet",
-            "--force",
-            "--no-track",
-            "-B",
-            self.branch,
-            self._remote_ref,
-            "--",
-        )
-        self._git("clean", "-ffdxq")
+    def _follow_remote(self) -> None:
+        """Point the local branch and ``HEAD`` at the fetched commit; empty the work tree."""
+        tip = self._git("rev-parse", "--verify", "--quiet", f"{self._remote_ref}^{{commit}}")
+        self._git("update-ref", f"refs/heads/{self.branch}", tip)
+        self._git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
+        self._empty_work_tree()
+
+    def _empty_work_tree(self) -> None:
+        """Remove every file of the work tree and the index (a checkout by :meth:`checkout`,
+        an older relctl's clone or debris): a reader must not mistake them for the head."""
+        try:
+            with os.scandir(self.root) as found:
+                debris = [Path(entry.path) for entry in found if entry.name != ".git"]
+            for path in debris:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            (self.root / ".git" / "index").unlink(missing_ok=True)
+        except OSError as exc:
+            raise GitError(f"cannot empty the work tree of {self.root}: {exc}") from exc
 
     def _discard_local(self, commit: str) -> None:
-        """Put the branch, index and work tree back at ``commit`` (after a failed attempt)."""
+        """Put the local branch back at ``commit`` (after a failed attempt)."""
         with contextlib.suppress(GitError):
-            self._git("reset", "--quiet", "--hard", commit)
-            self._git("clean", "-ffdq", "--", STATUS_DIR)
+            self._git("update-ref", f"refs/heads/{self.branch}", commit)
 
-    def _lay(self, wanted: Mapping[str, bytes | None]) -> list[str]:
-        """Write/delete the status files in the work tree and stage them; the staged paths."""
-        present, absent = [], []
-        for relpath, data in wanted.items():
-            path = self._status_file(relpath)
-            if path.is_symlink():
-                path.unlink()  # never write through a link; the file becomes a regular file
-            elif path.is_dir():
-                shutil.rmtree(path)
-            if data is None:
-                path.unlink(missing_ok=True)
-                absent.append(relpath)
-                continue
-            if not (path.is_file() and path.read_bytes() == data):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            present.append(relpath)
-        for batch in _batches(present):
-            self._git("add", "--", *batch)
-        for batch in _batches(absent):
-            self._git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", *batch)
-        staged = self._git("diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD", "--")
-        return sorted(_split_z(staged))
+    def _write_blobs(self, wanted: Mapping[str, bytes | None]) -> dict[str, str | None]:
+        """Write the blobs of ``wanted`` with one ``git fast-import`` (a single pack, no file
+        per blob; a blob the repository has already is not written again); path -> blob id,
+        or None for a deletion."""
+        contents = list(dict.fromkeys(data for data in wanted.values() if data is not None))
+        oids: dict[bytes, str] = {}
+        if contents:
+            stream = bytearray()
+            for number, data in enumerate(contents, start=1):
+                stream += b"blob\nmark :%d\ndata %d\n%s\n" % (number, len(data), data)
+            handle, marks = tempfile.mkstemp(prefix="relctl-marks-", dir=self.root / ".git")
+            os.close(handle)
+            try:
+                run_git(
+                    self.root, "fast-import", "--quiet", f"--export-marks={marks}",
+                    input=bytes(stream),
+                )  # fmt: skip
+                exported = dict(
+                    line.split(" ", 1) for line in Path(marks).read_text().splitlines() if line
+                )
+            finally:
+                Path(marks).unlink(missing_ok=True)
+            written = [exported.get(f":{number}") for number in range(1, len(contents) + 1)]
+            if any(oid is None for oid in written):
+                raise GitError(f"git fast-import wrote {len(exported)} of {len(contents)} blobs")
+            oids = {data: str(oid) for data, oid in zip(contents, written, strict=True)}
+        return {path: None if data is None else oids[data] for path, data in wanted.items()}
 
-    def _status_file(self, relpath: str) -> Path:
-        """The work-tree path of a validated status path.
-
-        ``status/`` belongs to the controller: a link, file or anything else that a person
-        committed where one of its directories belongs is removed (from the work tree and the
-        index, so the status commit deletes it), never followed.
-        """
-        current = self.root
-        for part in relpath.split("/")[:-1]:
-            current = current / part
-            if current.is_symlink() or (os.path.lexists(current) and not current.is_dir()):
-                relative = current.relative_to(self.root).as_posix()
-                if not relative.startswith(f"{STATUS_DIR}"):
-                    raise UnsafeStatusPath(f"refusing to write {relpath!r} outside status/")
-                current.unlink()
-                self._git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", relative)
-        return current / relpath.rsplit("/", 1)[-1]
-
-    def _commit(self, message: str) -> str:
+    def _status_commit(
+        self, base: str, blobs: Mapping[str, str | None], message: str
+    ) -> str | None:
+        """The commit laying ``blobs`` on ``base`` (not on any branch yet); None if its tree
+        is ``base``'s (the files are there already)."""
+        base_tree = self._git("rev-parse", "--verify", "--quiet", f"{base}^{{tree}}")
+        tree = edit_tree(self.root, base_tree, blobs)
+        if tree == base_tree:
+            return None
         identity = {
             "GIT_AUTHOR_NAME": self.author_name,
             "GIT_AUTHOR_EMAIL": self.author_email,
             "GIT_COMMITTER_NAME": self.author_name,
             "GIT_COMMITTER_EMAIL": self.author_email,
         }
-        # From a file, not -m: one argument may not exceed 128 KiB on Linux (E2BIG).
-        message_file = self.root / ".git" / "RELCTL_COMMIT_MSG"
-        message_file.write_text(message, encoding="utf-8")
-        try:
-            self._git(
-                "commit",
-                "--quiet",
-                "--no-verify",
-                "--cleanup=verbatim",
-                "--file",
-                str(message_file),
-                env=identity,
-            )
-        finally:
-            message_file.unlink(missing_ok=True)
-        return self.head
+        # The message goes by stdin (a file), never as an argument: one argument may not
+        # exceed 128 KiB on Linux (E2BIG). commit-tree keeps it verbatim and runs no hook.
+        done = run_git(
+            self.root, "commit-tree", tree, "-p", base, input=message.encode(), env=identity
+        )
+        return done.text.strip()
+
+    def _changed_paths_of(self, base: str, commit: str) -> list[str]:
+        """The paths ``commit`` changes against ``base`` (a tree diff: unchanged subtrees are
+        skipped, whatever the size of the repository), sorted."""
+        out = self._git("diff-tree", "-r", "-z", "--no-renames", "--name-only", base, commit, "--")
+        return sorted(_split_z(out))
 
     def _assert_only_status(self, commit: str) -> None:
         """Refuse to push unless every commit the push would send touches only ``status/``."""
@@ -723,17 +762,176 @@ def _revision(rev: str) -> str:
     return rev
 
 
-def _batches(paths: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
-    """Split long path lists so a command line never grows past the OS limit."""
-    for start in range(0, len(paths), size):
-        yield paths[start : start + size]
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Editing a tree without a checkout (status commits)
+# --------------------------------------------------------------------------------------------
+
+_FORMAT_BITS = 0o170000
+_DIRECTORY_BITS = 0o040000
+_GITLINK_BITS = 0o160000
+
+
+@dataclass
+class _TreeEdit:
+    """What changes below one directory: files set to a blob id (None: deleted) and the
+    subdirectories holding changes; while :func:`edit_tree` runs, the directory's tree in the
+    base (None: absent or not a directory), its entries there, and its new tree."""
+
+    files: dict[bytes, str | None] = field(default_factory=dict)
+    dirs: dict[bytes, _TreeEdit] = field(default_factory=dict)
+    base: str | None = None
+    entries: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
+    result: str | None = None
+
+
+def _edits(files: Mapping[str, str | None]) -> _TreeEdit:
+    """The edits of ``files`` as a tree of :class:`_TreeEdit`; a path that is a file and a
+    directory at once is refused (ValueError)."""
+    root = _TreeEdit()
+    for path in files:
+        try:
+            *dirs, name = (part.encode("utf-8", "surrogateescape") for part in path.split("/"))
+        except UnicodeEncodeError:
+            raise UnsafeStatusPath(f"refusing to write {path!r}: not a file name") from None
+        node = root
+        for part in dirs:
+            if part in node.files:
+                raise ValueError(f"{path!r}: a file of the same commit is where its directory is")
+            node = node.dirs.setdefault(part, _TreeEdit())
+        if name in node.dirs:
+            raise ValueError(f"{path!r}: a directory of the same commit is where it is")
+        node.files[name] = files[path]
+    return root
+
+
+def edit_tree(repo_root: Path, base_tree: str, files: Mapping[str, str | None]) -> str:
+    """The id of ``base_tree`` with ``files`` (``a/b/c`` paths) set to blob ids (mode 100644)
+    or deleted (None); new trees are written with ``git mktree``.
+
+    Only the trees on the way to an edited file are read (``cat-file --batch``) and written
+    (``mktree --batch``), one call of each per depth; every other entry is kept by its id,
+    so the cost does not grow with the size of the repository. An entry that is not a
+    directory where one is needed (a file, a symbolic link, a submodule) is replaced by a
+    directory, never followed; a directory left empty disappears, as in git.
+    """
+    root = _edits(files)
+    root.base = base_tree
+    levels: list[list[_TreeEdit]] = []
+    level = [root]
+    while level:
+        levels.append(level)
+        trees = _read_trees(repo_root, [node.base for node in level if node.base is not None])
+        below: list[_TreeEdit] = []
+        for node in level:
+            node.entries = trees[node.base] if node.base is not None else {}
+            for name, child in node.dirs.items():
+                found = node.entries.get(name)
+                child.base = found[1] if found is not None and _is_directory(found[0]) else None
+                below.append(child)
+        level = below
+    for level in reversed(levels):
+        rebuilt: list[tuple[_TreeEdit, dict[bytes, tuple[bytes, str]]]] = []
+        for node in level:
+            entries = dict(node.entries)
+            for name, blob in node.files.items():
+                if blob is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = (b"100644", blob)
+            for name, child in node.dirs.items():
+                if child.result is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = (b"40000", child.result)
+            if entries == node.entries:
+                node.result = node.base  # unchanged, or still absent
+            elif entries:
+                rebuilt.append((node, entries))
+            else:
+                node.result = None  # left empty: git keeps no empty directory
+        written = _make_trees(repo_root, [entries for _node, entries in rebuilt])
+        for (node, _entries), oid in zip(rebuilt, written, strict=True):
+            node.result = oid
+    if root.result is None:  # every file of the repository was deleted
+        return run_git(repo_root, "mktree", input=b"").text.strip()
+    return root.result
+
+
+def _is_directory(mode: bytes) -> bool:
+    try:
+        return int(mode, 8) & _FORMAT_BITS == _DIRECTORY_BITS
+    except ValueError:
+        return False
+
+
+def _object_type(mode: bytes) -> bytes:
+    """The object type ``mktree`` expects for an entry of ``mode``."""
+    try:
+        bits = int(mode, 8) & _FORMAT_BITS
+    except ValueError:
+        raise GitError(f"a tree entry has an invalid mode {mode!r}") from None
+    return {_DIRECTORY_BITS: b"tree", _GITLINK_BITS: b"commit"}.get(bits, b"blob")
+
+
+def _read_trees(repo_root: Path, oids: Sequence[str]) -> dict[str, dict[bytes, tuple[bytes, str]]]:
+    """The entries (name -> (mode, id)) of each tree in ``oids``, read by one ``cat-file``."""
+    unique = list(dict.fromkeys(oids))
+    if not unique:
+        return {}
+    out = run_git(
+        repo_root, "cat-file", "--batch", input="".join(f"{oid}\n" for oid in unique).encode()
+    ).out
+    trees: dict[str, dict[bytes, tuple[bytes, str]]] = {}
+    position = 0
+    try:
+        for oid in unique:
+            end = out.index(b"\n", position)
+            header = out[position:end].split()
+            if len(header) != 3 or header[1] != b"tree":
+                raise GitError(f"{oid} is not a tree: {out[position:end][:120]!r}")
+            size = int(header[2])
+            trees[oid] = _parse_tree(out[end + 1 : end + 1 + size], len(oid) // 2)
+            position = end + 1 + size + 1
+    except ValueError as exc:
+        raise GitError(f"cannot read the trees of a status commit: {exc}") from None
+    return trees
+
+
+def _parse_tree(body: bytes, width: int) -> dict[bytes, tuple[bytes, str]]:
+    """A raw tree object (``mode SP name NUL id``...) as name -> (mode, hex id)."""
+    entries: dict[bytes, tuple[bytes, str]] = {}
+    position = 0
+    while position < len(body):
+        space = body.index(b" ", position)
+        nul = body.index(b"\0", space)
+        end = nul + 1 + width
+        if end > len(body):
+            raise ValueError("a tree object is cut short")
+        entries[body[space + 1 : nul]] = (body[position:space], body[nul + 1 : end].hex())
+        position = end
+    return entries
+
+
+def _make_trees(repo_root: Path, trees: Sequence[Mapping[bytes, tuple[bytes, str]]]) -> list[str]:
+    """Write non-empty ``trees`` with one ``git mktree --batch``; their ids, in order."""
+    if not trees:
+        return []
+    request = bytearray()
+    for entries in trees:
+        for name, (mode, oid) in entries.items():
+            request += b"%s %s %s\t%s\0" % (mode, _object_type(mode), oid.encode(), name)
+        request += b"\0"  # an empty record ends a tree
+    written = run_git(repo_root, "mktree", "-z", "--batch", input=bytes(request)).text.split()
+    if len(written) != len(trees):
+        raise GitError(f"git mktree wrote {len(written)} of {len(trees)} trees")
+    return written
 
 
 # --------------------------------------------------------------------------------------------
@@ -861,6 +1059,13 @@ def repository(repo_root: Path) -> Iterator[git.Repo]:
         repo.close()
 
 
+#: How many commit listings :class:`GitTree` keeps (per process, all repositories together).
+LISTINGS_KEPT = 4
+_Listing = tuple[dict[str, Entry], dict[str, list[Entry]]]
+_listings: dict[tuple[str, str], _Listing] = {}
+_listings_lock = threading.Lock()
+
+
 class GitTree:
     """The files of one commit, read as git objects (a :class:`RepoFiles`).
 
@@ -869,7 +1074,14 @@ class GitTree:
     or 100755) no larger than the caller's limit. No work tree, no checkout, no filters:
     ``.gitattributes`` cannot change a byte of what is read, and a symbolic link (mode
     120000) or submodule is an entry to report, never something to follow.
+
+    The listings of the last :data:`LISTINGS_KEPT` commits are kept (a commit's tree never
+    changes): a daemon's passes over an unchanged main list 200,000 entries once, not every
+    pass. :attr:`listed` counts the listings actually read.
     """
+
+    #: Commits listed with ``ls-tree`` since the process started (cached ones not counted).
+    listed = 0
 
     def __init__(self, repo: git.Repo, commit: str) -> None:
         self._repo = repo
@@ -877,28 +1089,17 @@ class GitTree:
         self._commit = run_git(
             root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
         ).text.strip()
-        listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", self._commit)
-        entries: dict[str, Entry] = {}
-        children: dict[str, list[Entry]] = {"": []}
-        for record in listing.out.split(b"\0"):
-            if not record:
-                continue
-            meta, _tab, raw_path = record.partition(b"\t")
-            mode, kind_name, oid, size = meta.split(None, 3)
-            path = raw_path.decode("utf-8", "surrogateescape")
-            kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
-            if kind is EntryKind.FILE and mode == b"120000":
-                kind = EntryKind.SYMLINK
-            elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
-                kind = EntryKind.SPECIAL
-            entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
-            entries[path] = entry
-            parent = path.rpartition("/")[0]
-            children.setdefault(parent, []).append(entry)
-            if kind is EntryKind.DIRECTORY:
-                children.setdefault(path, [])
-        self._entries = entries
-        self._children = children
+        key = (os.path.realpath(repo.git_dir), self._commit)
+        with _listings_lock:
+            listing = _listings.get(key)
+        if listing is None:
+            listing = _list_commit(root, self._commit)
+            with _listings_lock:
+                GitTree.listed += 1
+                _listings[key] = listing
+                while len(_listings) > LISTINGS_KEPT:
+                    del _listings[next(iter(_listings))]  # the oldest
+        self._entries, self._children = listing
 
     @property
     def revision(self) -> str:
@@ -938,6 +1139,32 @@ class GitTree:
         if len(data) > limit:  # pragma: no cover - git's own size was checked first
             raise size_problem(path, len(data), limit)
         return data
+
+
+def _list_commit(root: str, commit: str) -> _Listing:
+    """Every entry of ``commit`` by path, and the entries of each directory (never changed
+    once built: :class:`GitTree` instances of one commit share them)."""
+    listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit)
+    entries: dict[str, Entry] = {}
+    children: dict[str, list[Entry]] = {"": []}
+    for record in listing.out.split(b"\0"):
+        if not record:
+            continue
+        meta, _tab, raw_path = record.partition(b"\t")
+        mode, kind_name, oid, size = meta.split(None, 3)
+        path = raw_path.decode("utf-8", "surrogateescape")
+        kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
+        if kind is EntryKind.FILE and mode == b"120000":
+            kind = EntryKind.SYMLINK
+        elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
+            kind = EntryKind.SPECIAL
+        entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
+        entries[path] = entry
+        parent = path.rpartition("/")[0]
+        children.setdefault(parent, []).append(entry)
+        if kind is EntryKind.DIRECTORY:
+            children.setdefault(path, [])
+    return entries, children
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from gitutil import (
     assert_fast_forward_only,
     child_processes,
     git,
+    identity,
     install_hook,
     isolate_git,
     make_remote,
@@ -108,8 +110,39 @@ def alice(remote: str, tmp_path: Path) -> PersonClone:
     return PersonClone(remote, tmp_path / "alice", name="Alice", email="alice@example.com")
 
 
-def worktree_status(ws: Workspace) -> str:
-    return git(ws.root, "status", "--porcelain", "--untracked-files=all")
+def leftovers(ws: Workspace) -> list[str]:
+    """What a sync or a status write left in the controller's clone that the remote does not
+    explain: files in its work tree (it holds none), an index or scratch files in its git
+    directory, a local branch that is not where the remote's is."""
+    found = sorted(p.name for p in ws.root.iterdir() if p.name != ".git")
+    found += sorted(
+        f".git/{p.name}"
+        for p in (ws.root / ".git").iterdir()
+        if p.name == "index" or p.name.lower().startswith("relctl")
+    )
+    local = git(ws.root, "rev-parse", f"refs/heads/{ws.branch}")
+    tracking = git(ws.root, "rev-parse", f"refs/remotes/origin/{ws.branch}")
+    if local != tracking:
+        found.append(f"{ws.branch} at {local[:7]}, origin/{ws.branch} at {tracking[:7]}")
+    return found
+
+
+def commit_in_clone(root: Path, files: dict[str, str], message: str) -> str:
+    """Commit ``files`` on the clone's local branch with plumbing and a scratch index, as a bug
+    elsewhere in the controller could; nothing is pushed."""
+    env = {"GIT_INDEX_FILE": str(root / ".git" / "test-scratch-index")}
+    git(root, "read-tree", "HEAD", env=env)
+    for path, text in files.items():
+        blob = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=root, input=text.encode(),
+            capture_output=True, check=True,
+        ).stdout.decode().strip()  # fmt: skip
+        git(root, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+    tree = git(root, "write-tree", env=env)
+    (root / ".git" / "test-scratch-index").unlink()
+    commit = git(root, "commit-tree", tree, "-p", "HEAD", "-m", message, env=identity("Bug", "b@x"))
+    git(root, "update-ref", "HEAD", commit)
+    return commit
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +150,7 @@ def worktree_status(ws: Workspace) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def test_open_clones_and_sync_checks_out_the_remote_branch(
+def test_open_clones_and_sync_follows_the_remote_branch_without_a_checkout(
     workspace: Workspace, remote: str
 ) -> None:
     assert workspace.head == remote_head(remote)
@@ -125,6 +158,31 @@ def test_open_clones_and_sync_checks_out_the_remote_branch(
     assert workspace.read_file("releases/shop/missing.yaml") is None
     assert workspace.read_file("releases") is None  # a directory is not a file
     assert workspace.root == workspace.workdir / "repo"
+    assert leftovers(workspace) == []  # nothing checked out, no index
+
+
+def test_checkout_fills_the_work_tree_until_the_next_sync(
+    workspace: Workspace, alice: PersonClone
+) -> None:
+    root = workspace.checkout()
+    assert (root / MANIFEST).read_text() == SEED[MANIFEST]
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+    alice.commit_and_push({MANIFEST: "spec: {grayscale: 20}\n"}, "Raise grayscale")
+    workspace.sync()
+    assert leftovers(workspace) == []
+    assert workspace.read_file(MANIFEST) == b"spec: {grayscale: 20}\n"
+
+
+def test_read_file_never_follows_a_committed_link(workspace: Workspace, alice: PersonClone) -> None:
+    (alice.path / "linked.yaml").symlink_to("relctl.yaml")
+    (alice.path / "status" / "shop" / "link").symlink_to("/etc")
+    alice.git("add", "-A")
+    alice.commit("links")
+    alice.push()
+    workspace.sync()
+    assert workspace.read_file("linked.yaml") is None
+    assert workspace.read_file("status/shop/link/passwd") is None
+    assert workspace.read_file("relctl.yaml") == SEED["relctl.yaml"].encode()
 
 
 def test_read_file_refuses_paths_leaving_the_repository(workspace: Workspace) -> None:
@@ -142,7 +200,7 @@ def test_sync_follows_the_remote_and_discards_local_debris(
 
     assert workspace.sync() == pushed == remote_head(remote)
     assert workspace.read_file(MANIFEST) == b"spec: {grayscale: 20}\n"
-    assert worktree_status(workspace) == ""
+    assert leftovers(workspace) == []
 
 
 def test_reopening_a_workdir_reuses_its_clone(remote: str, tmp_path: Path) -> None:
@@ -232,7 +290,7 @@ def test_status_commit_carries_author_trailer_and_skip_ci(
     assert "- shop/gcash 1.4.0: applied" in top.message
     committer = git(workspace.root, "log", "-1", "--format=%an <%ae> / %cn <%ce>")
     assert committer == "relctl-bot <bot@relctl.test> / relctl-bot <bot@relctl.test>"
-    assert worktree_status(workspace) == ""
+    assert leftovers(workspace) == []
 
 
 def test_a_commit_message_longer_than_one_command_line_argument_is_committed(
@@ -315,24 +373,42 @@ def test_writes_outside_status_are_refused_and_nothing_is_pushed(
             observed_commit=workspace.head,
         )
     assert remote_head(remote) == before == workspace.head
-    assert worktree_status(workspace) == ""
+    assert leftovers(workspace) == []
 
 
 def test_a_commit_touching_files_outside_status_is_never_pushed(
     workspace: Workspace, remote: str
 ) -> None:
-    # A bug elsewhere staged a person's file in the controller's clone.
-    (workspace.root / MANIFEST).write_text("spec: {grayscale: 100}\n")
-    git(workspace.root, "add", MANIFEST)
     before = remote_head(remote)
+    # A bug elsewhere committed a person's file on the controller's local branch.
+    bug = commit_in_clone(workspace.root, {MANIFEST: "spec: {grayscale: 100}\n"}, "bug")
 
     with pytest.raises(UnsafeStatusPath, match=MANIFEST):
         workspace.write_status(
-            {STATUS: b"phase: Review\n"}, "status: review", observed_commit=workspace.head
+            {STATUS: b"phase: Review\n"}, "status: review", observed_commit=before
         )
-    assert remote_head(remote) == before == workspace.head
-    assert worktree_status(workspace) == ""
+    assert remote_head(remote) == before
+    assert workspace.head == bug  # the status commit on top of it was dropped
     assert workspace.last_pushed is None
+    assert workspace.sync() == before
+    assert leftovers(workspace) == []
+
+
+def test_a_file_staged_in_the_clone_never_reaches_a_status_commit(
+    workspace: Workspace, remote: str
+) -> None:
+    """Status commits are built from the head's tree, not from the clone's index or files."""
+    (workspace.root / "releases" / "shop").mkdir(parents=True)
+    (workspace.root / MANIFEST).write_text("spec: {grayscale: 100}\n")
+    git(workspace.root, "add", MANIFEST)
+
+    result = workspace.write_status(
+        {STATUS: b"phase: Review\n"}, "status: review", observed_commit=workspace.head
+    )
+    assert result is not None
+    assert result.files == (STATUS,)
+    assert git(workspace.root, "show", "--name-only", "--format=", result.commit) == STATUS
+    assert remote_file(remote, MANIFEST) == SEED[MANIFEST].encode()
 
 
 @pytest.mark.parametrize("what", ["link to releases", "file", "link at status/shop"])
@@ -472,7 +548,7 @@ def test_push_rejected_after_max_attempts_forces_nothing(
     assert len(sleeps.delays) == 2
     assert remote_head(remote) == before == workspace.head  # the local commit was dropped
     assert remote_ref_updates(remote) == updates
-    assert worktree_status(workspace) == ""
+    assert leftovers(workspace) == []
     assert workspace.last_pushed is None
 
     hook.unlink()
@@ -498,7 +574,7 @@ def test_remote_gone_at_push_time_is_a_one_line_git_error(
     assert str(err.value).startswith(f"cannot push to {workspace.remote}: fatal:")
     assert "\n" not in str(err.value)
     assert workspace.head == before  # the unpushed commit was dropped
-    assert worktree_status(workspace) == ""
+    assert leftovers(workspace) == []
     assert workspace.last_pushed is None
 
 
