@@ -13,16 +13,19 @@ Called by ``controller.daemon`` (scheduled passes) and ``controller.cli``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cache as _once
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
+from controller import __version__
 from controller.access import Ledger, TrustState
-from controller.act import ActResult, act
+from controller.act import OBSERVE, ActResult, act
 from controller.analysis import measure
 from controller.gitops import GitTree, PushResult, Workspace
 from controller.manifests import (
@@ -54,6 +57,7 @@ from controller.platform.errors import PlatformError
 from controller.platform.protocol import Platform, Stage
 from controller.repofiles import RepoFiles, WorkTree
 from controller.rollout import measurements_due
+from controller.schemas import SCHEMA_DIR
 from controller.state import ControllerState
 from controller.status import (
     STATUS_DIR,
@@ -69,6 +73,8 @@ from controller.status import (
     read_status_file,
     render_status,
     status_entries,
+    status_from_json,
+    status_to_json,
 )
 from controller.trust import TrustSettings, follow_main
 
@@ -122,6 +128,9 @@ class PassResult:
     edited: tuple[str, ...] = ()
     #: Why the pass stopped before every release (main moved, deadline), or None.
     cut_short: str | None = None
+    #: True for a pass that found main where the last finished pass left it and nothing due
+    #: (one ``ls-remote``, nothing else): ``releases`` are the statuses the last pass left.
+    unchanged: bool = False
 
     @property
     def changed(self) -> tuple[ReleaseResult, ...]:
@@ -299,14 +308,21 @@ def _result(
 # --------------------------------------------------------------------------------------------
 
 
+#: "Never due" for a release whose status changes only with main (Invalid, Forbidden).
+NEVER: Final = datetime.max.replace(tzinfo=UTC)
+
+
 @dataclass
 class PassCache:
     """What a long-running controller remembers between passes.
 
     An optimisation only: a fresh process without it reaches the same statuses, just slower.
     It holds the load result of the last commit (manifests are not parsed again while main
-    does not move), the parsed status files by their bytes, and when each settled release
-    was last observed on the platform.
+    does not move), the parsed statuses by their bytes, when each settled release was last
+    observed on the platform, and what the last finished pass found (``tip``, ``quiet``,
+    ``due``): while main stays at ``tip`` and nothing is due, a pass is one ``ls-remote``.
+    A fresh cache is primed from the controller's state (``primed``): observation times and
+    the parsed form of the statuses it remembers.
     """
 
     #: Settled releases (Ready, spec unchanged, no retry pending) are observed on the
@@ -314,42 +330,91 @@ class PassCache:
     resync: timedelta = timedelta(minutes=5)
     commit: str | None = None
     loaded: LoadResult | None = None
-    statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
-    #: The status files of the last commit read, by key: (blob id, parsed, bytes).
-    in_repo: dict[str, tuple[str, Status | None, bytes]] = field(default_factory=dict)
+    statuses: dict[str, tuple[bytes, Status]] = field(default_factory=dict)
+    #: The status files of the last commit read, by key (see :func:`read_previous`).
+    in_repo: dict[str, InRepo] = field(default_factory=dict)
     observed_at: dict[str, datetime] = field(default_factory=dict)
     #: The judge of main, with the governance blobs it read, and the trust state of the last
     #: pass (saves reading the controller's record every pass).
     ledger: Ledger | None = None
     trust: TrustState | None = None
+    #: The trust generation of the controller's state when ``ledger`` and ``trust`` were
+    #: taken; ``relctl trust reset`` bumps it, and both are then read again.
+    trust_generation: int | None = None
+    #: Whether the observation times and parsed statuses were read from the state.
+    primed: bool = False
+    #: Digest of the YAML each stored parsed status was made from, by key (what the state
+    #: already holds, so that only new ones are written).
+    persisted: dict[str, bytes] = field(default_factory=dict)
+    #: Main's commit at the last finished pass that pushed nothing, held nothing back and
+    #: trusted main (None: the next pass is a real one).
+    tip: str | None = None
+    #: The releases of that pass as a pass that changes nothing reports them.
+    quiet: PassResult | None = None
+    #: The earliest time something of that pass is due again (a resync, a retry).
+    due: datetime | None = None
+
+    def forget_pass(self) -> None:
+        """The next pass is a real one (fetch, judge, read, observe what is due)."""
+        self.tip, self.quiet, self.due = None, None, None
+
+
+@dataclass(slots=True)
+class InRepo:
+    """A status file of the repository: its blob id, bytes, and parsed form if parsed."""
+
+    oid: str | None
+    data: bytes
+    status: Status | None = None
+    parsed: bool = False
+
+
+def blob_id(data: bytes) -> str:
+    """The git (SHA-1) blob id of ``data``: a status file whose entry has this id holds
+    exactly these bytes, so they need not be read."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def read_previous(
-    files: RepoFiles | Path, cache: PassCache | None = None
+    files: RepoFiles | Path,
+    cache: PassCache | None = None,
+    *,
+    known: Mapping[str, bytes] | None = None,
+    skip_parse: Container[str] = (),
 ) -> dict[str, tuple[Status | None, bytes]]:
     """The status files in a repository, by release key: (parsed, raw bytes).
 
-    See :func:`controller.status.status_entries` for what is skipped. With a cache, a file
-    whose git object did not change since the last pass is neither read nor parsed again (a
-    blob id names its bytes), and one whose bytes did not change is not parsed again.
+    See :func:`controller.status.status_entries` for what is skipped. A blob id names its
+    bytes, so a file is not read again when its id is the one of the last pass (``cache``)
+    or of the bytes in ``known`` (what the controller pushed), and not parsed again while
+    its bytes are the same. Keys in ``skip_parse`` are not parsed at all (their parsed form
+    is None): the controller relies on its own memory of them, never on the file.
     """
     if isinstance(files, Path):
         files = WorkTree(files)
     found: dict[str, tuple[Status | None, bytes]] = {}
-    known = cache.in_repo if cache is not None else {}
-    seen: dict[str, tuple[str, Status | None, bytes]] = {}
+    cached_files = cache.in_repo if cache is not None else {}
+    seen: dict[str, InRepo] = {}
     for key, entry in status_entries(files):
-        cached = known.get(key)
-        if cached is not None and entry.oid is not None and cached[0] == entry.oid:
-            found[key] = (cached[1], cached[2])
+        cached = cached_files.get(key)
+        if cached is not None and entry.oid is not None and cached.oid == entry.oid:
+            item = cached
         else:
-            data = read_status_file(files, entry)
+            mine = known.get(key) if known is not None else None
+            if mine is not None and entry.oid is not None and blob_id(mine) == entry.oid:
+                data: bytes | None = mine
+            else:
+                data = read_status_file(files, entry)
             if data is None:
                 continue
-            parsed = cached[1] if cached is not None and cached[2] == data else None
-            found[key] = (parsed or parse_status(data, file=entry.path), data)
+            item = InRepo(entry.oid, data)
+            if cached is not None and cached.parsed and cached.data == data:
+                item.status, item.parsed = cached.status, True
+        if not item.parsed and key not in skip_parse:
+            item.status, item.parsed = parse_status(item.data, file=entry.path), True
+        found[key] = (item.status, item.data)
         if entry.oid is not None:
-            seen[key] = (entry.oid, *found[key])
+            seen[key] = item
     if cache is not None:
         cache.in_repo = seen
     return found
@@ -357,21 +422,43 @@ def read_previous(
 
 def _settled(release: Release, before: Status | None, cache: PassCache, now: datetime) -> bool:
     """Whether a release can keep its status without asking the platform in this pass."""
-    if before is None or before.spec_hash != release.spec_hash or before.next_retry:
-        return False
-    ready = before.condition(ConditionType.READY)
+    due = _resync_due(release, before, cache)
+    return due is not None and now < due
+
+
+def _resync_due(release: Release, status: Status | None, cache: PassCache) -> datetime | None:
+    """When a settled release (Ready, spec unchanged, no retry pending, observed) is to be
+    observed again; None when it is not settled (it is observed on every pass)."""
+    if status is None or status.spec_hash != release.spec_hash or status.next_retry:
+        return None
+    ready = status.condition(ConditionType.READY)
     if ready is None or ready.status is not ConditionStatus.TRUE:
-        return False
+        return None
     seen = cache.observed_at.get(release.key)
-    return seen is not None and now - seen < cache.resync
+    return None if seen is None else seen + cache.resync
 
 
-def _untrusted(status: Status | None) -> Status | None:
+def _due(release: Release, status: Status, cache: PassCache, now: datetime) -> datetime:
+    """When a release next needs this controller after a pass left it at ``status``: a
+    settled one at its resync, one waiting for an observation retry at that retry; anything
+    else (in flight, stalled, a step failed) at once."""
+    resync = _resync_due(release, status, cache)
+    if resync is not None:
+        return resync
+    if (
+        status.next_retry is not None
+        and status.last_error is not None
+        and status.spec_hash == release.spec_hash
+        and status.last_error.action == OBSERVE
+    ):
+        return status.next_retry
+    return now
+
+
+def _untrusted(status: Status) -> Status:
     """A status file from the repository, kept for what people read (history, conditions)
     and stripped of everything the controller would rely on: it was not the controller's
     own record, so a person may have written any of it."""
-    if status is None:
-        return None
     return replace(
         status,
         spec_hash="",
@@ -409,6 +496,23 @@ class RepositoryResult:
     cut_short: str | None = None
     #: Changes to the controller's memory of statuses (None: forget the release).
     remember: dict[str, bytes | None] = field(default_factory=dict)
+    #: Releases observed on the platform in this pass, and when (None: forget the time).
+    observed: dict[str, datetime | None] = field(default_factory=dict)
+    #: The earliest time a release of this pass needs the controller again (:data:`NEVER`
+    #: when only a new commit can change anything); None when unknown (no cache, a pass
+    #: that held releases back, or acted on nothing for want of a trusted relctl.yaml).
+    due: datetime | None = None
+
+
+def load_manifests(tree: RepoFiles) -> LoadResult:
+    """Every manifest of a revision, validated (the one place a pass loads them).
+
+    MERGE(wt-validate): pass the blob-keyed validation cache here, opened once per
+    controller in its workdir, ``load_repository(tree, cache=Cache.open(workdir / ...))``,
+    and ``.save()`` it after the pass; it is what a cold start spends most on after this
+    change (docs/performance.md).
+    """
+    return load_repository(tree)
 
 
 def reconcile_repository(
@@ -441,7 +545,7 @@ def reconcile_repository(
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
-        loaded = load_repository(tree)
+        loaded = load_manifests(tree)
         if cache is not None:
             cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
@@ -459,7 +563,7 @@ def reconcile_repository(
             "a master must commit relctl.yaml (e.g. revert the change, or confirm it)",
         )  # fmt: skip
         return RepositoryResult([], {}, replace(loaded, problems=(*loaded.problems, problem)))
-    in_repo = read_previous(tree, cache)
+    in_repo = read_previous(tree, cache, known=pushed, skip_parse=memory or ())
     previous = _previous_statuses(in_repo, memory, cache)
     edited = tuple(
         sorted(
@@ -469,6 +573,8 @@ def reconcile_repository(
     results: list[ReleaseResult] = []
     cut_short: str | None = None
     held: set[str] = set()
+    observed: dict[str, datetime | None] = {}
+    due = NEVER
     total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)
@@ -491,8 +597,10 @@ def reconcile_repository(
                     stop_the_line=loaded.config.stop_the_line,
                     freeze_windows=loaded.config.freeze_windows,
                 )  # fmt: skip
-                if cache is not None:
-                    cache.observed_at[release.key] = now
+                if cache is not None and not dry_run:
+                    cache.observed_at[release.key] = observed[release.key] = now
+            if cache is not None and denial is None:
+                due = min(due, _due(release, item.status, cache, now))
         except MainMoved as moved:
             cut_short = str(moved)
             held.add(release.key)
@@ -509,6 +617,7 @@ def reconcile_repository(
                     f"{cut(str(error))}); it is retried on the next pass",
                 ),
             )  # fmt: skip
+            due = now
         results.append(item)
         if progress is not None:
             progress(item, len(results), total)
@@ -553,7 +662,11 @@ def reconcile_repository(
         cache.statuses = {item.key: (item.rendered, item.status) for item in final if not dry_run}
         for key in set(cache.observed_at) - live:
             del cache.observed_at[key]
-    return RepositoryResult(final, to_write, loaded, edited, cut_short, remember)
+            observed[key] = None
+    return RepositoryResult(
+        final, to_write, loaded, edited, cut_short, remember, observed,
+        due=due if cache is not None and not held and not dry_run else None,
+    )  # fmt: skip
 
 
 def _previous_statuses(
@@ -575,9 +688,8 @@ def _previous_statuses(
         if status is not None:
             found[key] = status
     for key, (status, _raw) in in_repo.items():
-        adopted = _untrusted(status)
-        if key not in found and adopted is not None:
-            found[key] = adopted
+        if key not in found and status is not None:
+            found[key] = _untrusted(status)
     return found
 
 
@@ -706,6 +818,68 @@ def intent_check(
     return check
 
 
+def unchanged_pass(
+    workspace: Workspace, state: ControllerState, cache: PassCache, now: datetime
+) -> PassResult | None:
+    """The last finished pass again, when nothing can have changed since; else None.
+
+    Nothing changed when nothing is due (no resync, retry or release in flight), no status
+    commit waits to be confirmed, trust was not re-anchored, and main is still at the
+    commit that pass judged: one ``ls-remote``, asked last. Then a real pass would fetch
+    nothing new, judge nothing, read and decide the same, and ask the platform nothing.
+    """
+    if cache.tip is None or cache.quiet is None or cache.due is None or now >= cache.due:
+        return None
+    if state.unconfirmed() or state.trust_generation() != cache.trust_generation:
+        return None
+    if workspace.remote_tip() != cache.tip:
+        return None
+    return cache.quiet
+
+
+#: The format of the parsed statuses kept in the controller's state: relctl's version and
+#: the status schema's hash. A row written by another format is never read.
+@_once
+def parsed_format() -> str:
+    schema = SCHEMA_DIR.joinpath("status.schema.json").read_bytes()
+    return f"relctl {__version__}; status schema {hashlib.sha256(schema).hexdigest()[:16]}"
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _prime(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]) -> None:
+    """A fresh cache learns from the state what a previous process knew: when each release
+    was observed, and the parsed form of each remembered status whose YAML it was made from
+    is still the one remembered (any other row, or one that does not read back as a status
+    of its key, is ignored and the YAML parsed)."""
+    cache.observed_at.update(state.observed())
+    for key, (digest, data) in state.parsed(parsed_format()).items():
+        raw = memory.get(key)
+        if raw is None or digest != _digest(raw):
+            continue
+        status = status_from_json(data)
+        if status is not None and status.key == key:
+            cache.statuses[key] = (raw, status)
+            cache.persisted[key] = digest
+    cache.primed = True
+
+
+def _parsed_rows(
+    cache: PassCache, results: Iterable[ReleaseResult]
+) -> dict[str, tuple[bytes, bytes]]:
+    """The parsed statuses the state does not hold yet: (digest of the YAML, JSON)."""
+    rows: dict[str, tuple[bytes, bytes]] = {}
+    for item in results:
+        if not item.rendered:
+            continue
+        digest = _digest(item.rendered)
+        if cache.persisted.get(item.key) != digest:
+            rows[item.key] = (digest, status_to_json(item.status))
+    return rows
+
+
 def run_pass(
     workspace: Workspace,
     platform: Platform,
@@ -724,7 +898,18 @@ def run_pass(
     knows, the files it pushed and the trust ledger. A staged push that a crash interrupted
     is settled first. When main no longer continues the history the ledger judged, no
     release is acted on: every status says so until the operator re-anchors trust.
+
+    With a ``cache`` (the daemon), a pass over an unchanged main with nothing due is one
+    ``ls-remote`` (:func:`unchanged_pass`), and a fresh cache is primed from the state.
     """
+    if cache is not None:
+        quiet = unchanged_pass(workspace, state, cache, now())
+        if quiet is not None:
+            return quiet
+        cache.forget_pass()
+        generation = state.trust_generation()
+        if generation != cache.trust_generation:  # trust was re-anchored: read it again
+            cache.ledger, cache.trust, cache.trust_generation = None, None, generation
     commit = workspace.sync()
     state.settle(lambda staged: workspace.contains(staged, commit))
     tree = GitTree(workspace.repo, commit)
@@ -737,9 +922,12 @@ def run_pass(
     if cache is not None:
         cache.ledger, cache.trust = ledger, main.state
     memory = state.statuses()
+    pushed_files = _shared(state.pushed(), memory)
+    if cache is not None and not cache.primed:
+        _prime(cache, state, memory)
     if main.diverged is not None:
         outcome = hold_everything(
-            tree, memory, state.pushed(), commit, now(), reason=str(Reason.HISTORY_DIVERGED),
+            tree, memory, pushed_files, commit, now(), reason=str(Reason.HISTORY_DIVERGED),
             message=main.diverged.message,
         )  # fmt: skip
     else:
@@ -749,15 +937,26 @@ def run_pass(
             commit,
             now(),
             memory=memory,
-            pushed=state.pushed(),
+            pushed=pushed_files,
             cache=cache,
             progress=progress,
             authorizer=main,
             intent=intent_check(workspace, commit),
             stop=stop,
         )
+    del memory, pushed_files
     # What the controller did is recorded before git is touched: it holds even if the push fails.
-    state.remember(outcome.remember)
+    if cache is not None:
+        rows = _parsed_rows(cache, outcome.releases)
+        state.remember(outcome.remember, rows, tag=parsed_format())
+        for key, (digest, _data) in rows.items():
+            cache.persisted[key] = digest
+        for key, data in outcome.remember.items():
+            if data is None:
+                cache.persisted.pop(key, None)
+        state.record_observed(outcome.observed)
+    else:
+        state.remember(outcome.remember)
     files = outcome.files
     removed = tuple(sorted(_key(path) for path, data in files.items() if data is None))
     pushed = None
@@ -776,13 +975,14 @@ def run_pass(
             if cache is not None:  # what is in git is not what the cache says: start over
                 cache.statuses.clear()
                 cache.observed_at.clear()
+                state.forget_observed()
             raise
         if pushed is None:  # the remote already had these bytes
             state.stage(commit, by_key)
         state.confirm()
     for key in outcome.edited:
         log.warning("status/%s.yaml was edited in the repository: restored", key)
-    return PassResult(
+    result = PassResult(
         commit=commit,
         releases=tuple(outcome.releases),
         problems=outcome.loaded.problems,
@@ -791,6 +991,29 @@ def run_pass(
         edited=outcome.edited,
         cut_short=outcome.cut_short,
     )
+    if cache is not None and not files and outcome.due is not None and main.diverged is None:
+        # Main is where this pass found it and nothing was written: until something is due,
+        # the next pass would do exactly this again.
+        cache.tip, cache.due = commit, outcome.due
+        cache.quiet = replace(
+            result,
+            releases=tuple(
+                ReleaseResult(key=r.key, status=r.status, rendered=r.rendered)
+                for r in outcome.releases
+            ),
+            unchanged=True,
+        )
+    return result
+
+
+def _shared(pushed: dict[str, bytes], memory: Mapping[str, bytes]) -> dict[str, bytes]:
+    """``pushed``, holding the very bytes objects of ``memory`` where they are equal (most
+    are): one copy of each status in the process, not two."""
+    for key, data in pushed.items():
+        mine = memory.get(key)
+        if mine is not None and mine == data:
+            pushed[key] = mine
+    return pushed
 
 
 def _key(path: str) -> str:
