@@ -42,7 +42,7 @@ from controller.platform.errors import (
 )
 from controller.platform.http.client import HttpPlatform
 from controller.platform.http.server import create_app
-from controller.platform.protocol import Platform, Stage
+from controller.platform.protocol import ListsReleases, Platform, Stage
 from controller.platform.sim import Simulator
 
 SPEC = Path(__file__).parent.parent / "schemas" / "platform-openapi.yaml"
@@ -99,9 +99,14 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
 
 def test_the_document_has_one_operation_per_protocol_method() -> None:
     documented = {op.definition.raw["operationId"] for op in OPERATIONS}
-    protocol = {name for name in vars(Platform) if not name.startswith("_")}
-    protocol -= {name for name in protocol if not callable(getattr(Platform, name))}
+    protocol = {
+        name
+        for proto in (Platform, ListsReleases)  # the optional ListsReleases included
+        for name in vars(proto)
+        if not name.startswith("_") and callable(getattr(proto, name))
+    }
     assert documented == protocol
+    assert "list_releases" in documented
     assert get_type_hints(Platform.get_release)["return"].__name__ == "ReleaseSnapshot"
 
 
@@ -146,7 +151,7 @@ def test_a_whole_lifecycle_answers_as_documented(served: tuple[Simulator, str]) 
         kwargs: dict[str, Any] = {"path_parameters": path, "headers": headers}
         if body is not None:
             kwargs["body"] = body
-        if name == "find_releases":
+        if name in ("find_releases", "list_releases"):
             kwargs = {"query": body, "headers": headers}
         case = ops[name].Case(**kwargs)
         response = case.call_and_validate(base_url=url)
@@ -176,6 +181,11 @@ def test_a_whole_lifecycle_answers_as_documented(served: tuple[Simulator, str]) 
     sim.upload("shop", "1.5.0")
     second = call("create_release", {**new, "version": "1.5.0"})["release_id"]
     assert call("cancel", release_id=second)["stage"] == "CANCELED"
+    first = call("list_releases", {"limit": 1})
+    assert [r["release_id"] for r in first["releases"]] == [rid] and first["more"]
+    rest = call("list_releases", {"since": first["cursor"]})
+    assert [r["release_id"] for r in rest["releases"]] == [second] and not rest["more"]
+    assert call("list_releases", {"since": rest["cursor"]})["releases"] == []
 
 
 # --- the adapter ------------------------------------------------------------------------------

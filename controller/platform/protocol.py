@@ -11,6 +11,10 @@ first result (or the first error) and has no second effect. The controller deriv
 release, the spec it acts on and the action, so a retry after a crash or an ``Unknown`` result
 can never apply twice.
 
+An adapter may also implement :class:`ListsReleases` (optional): one call lists every release
+that changed since an opaque cursor, so a periodic resync reads the platform in a few pages
+instead of one call per release. Adapters without it are observed release by release.
+
 Callers: ``controller.act`` (mutations), ``controller.reconcile`` (observation),
 ``relctl platform`` (the simulator's own CLI).
 """
@@ -28,12 +32,15 @@ from typing import Any, Protocol, runtime_checkable
 from controller.platform.rules import Stage
 
 __all__ = [
+    "LIST_RELEASES_MAX",
     "CompatibilityCase",
     "CompatibilityReport",
     "CompatibilityStatus",
     "Feedback",
+    "ListsReleases",
     "Platform",
     "QrCode",
+    "ReleaseChanges",
     "ReleaseSnapshot",
     "Review",
     "ReviewDecision",
@@ -264,4 +271,42 @@ class Platform(Protocol):
 
     def create_qr_code(self, release_id: str, *, idempotency_key: str) -> QrCode:
         """Create the QR code of a released mini program."""
+        ...
+
+
+#: The largest page ``list_releases`` returns (a larger ``limit`` is served as this many).
+LIST_RELEASES_MAX = 1000
+
+
+@dataclass(frozen=True)
+class ReleaseChanges:
+    """One page of ``list_releases``."""
+
+    #: Releases created or changed after ``since``, in change order (each at most once).
+    releases: tuple[ReleaseSnapshot, ...]
+    #: Opaque; pass it as ``since`` to get only what changed after this page.
+    cursor: str
+    #: True: more changes are already waiting; call again with ``cursor``.
+    more: bool
+
+
+@runtime_checkable
+class ListsReleases(Protocol):
+    """Adapters that can list what changed on the platform in one call (optional).
+
+    The contract: a release whose snapshot (anything in :class:`ReleaseSnapshot`, including
+    what changes by time passing: a build or a test that finishes, a review the clock decides)
+    differs from what the caller saw up to cursor ``C`` appears in ``list_releases(since=C)``
+    (or a later page of it). A release that did not change does not appear again.
+    """
+
+    def list_releases(self, since: str | None = None, *, limit: int = 1000) -> ReleaseChanges:
+        """Releases created or changed after the cursor ``since`` (None: every release).
+
+        At most ``limit`` releases per page (a ``limit`` above ``LIST_RELEASES_MAX`` is served
+        as that many); ``more`` says another page waits.
+        Raises NotFound for a cursor this platform did not hand out (another platform, a
+        reset or restored database, a garbled token): list again from the start
+        (``since=None``). ValueError for a ``limit`` below 1.
+        """
         ...

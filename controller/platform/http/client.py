@@ -43,12 +43,16 @@ from controller.platform.errors import (
 from controller.platform.http.contract import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
+    LIST_CHANGES_PATH,
+    MAX_CURSOR,
     TOKEN_ENV,
     error_from_envelope,
 )
 from controller.platform.protocol import (
+    LIST_RELEASES_MAX,
     Feedback,
     QrCode,
+    ReleaseChanges,
     ReleaseSnapshot,
     TesterChange,
     VersionInfo,
@@ -216,6 +220,29 @@ class HttpPlatform:
             if page.get("next_cursor") is None:
                 return found
             params = {**params, "cursor": str(page["next_cursor"])}
+
+    def list_releases(self, since: str | None = None, *, limit: int = 1000) -> ReleaseChanges:
+        """One page of ``GET /release-changes`` (``ListsReleases``); the caller follows ``more``.
+
+        A ``limit`` above ``LIST_RELEASES_MAX`` is sent as that; below 1 is a ValueError, as
+        in-process. A cursor the server did not hand out raises NotFound.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an integer of at least 1 (got {limit!r})")
+        params = {"limit": str(min(limit, LIST_RELEASES_MAX))}
+        if since is not None:
+            if len(since) > MAX_CURSOR:  # the server never hands out one this long
+                raise NotFound(
+                    f"cursor of {len(since)} characters is not a list_releases cursor of "
+                    f"{self.base_url}: list from the start (since=None)"
+                )
+            params["since"] = since
+        data = self._call("GET", LIST_CHANGES_PATH, params=params)
+        return ReleaseChanges(
+            releases=tuple(codec.snapshot_from_dict(item) for item in data["releases"]),
+            cursor=str(data["cursor"]),
+            more=bool(data["more"]),
+        )
 
     def get_feedback(self, release_id: str) -> Feedback:
         data = self._call("GET", f"/releases/{_seg(release_id)}/feedback")

@@ -11,6 +11,10 @@ that they agree). Nothing here sends or serves anything.
   for proxies and people, the code is what a client acts on).
 * ``GET /v1/releases`` pages with ``limit`` and an opaque ``cursor`` (``next_cursor`` in the
   answer, null on the last page).
+* ``GET /v1/release-changes`` is ``list_releases``: ``since`` (an opaque cursor, absent for
+  "from the start") and ``limit`` (1..``LIST_RELEASES_MAX``) in the query; the answer is
+  ``{"releases", "cursor", "more"}``, and the caller follows ``more`` with ``cursor``. A cursor
+  the platform did not hand out is ``404 NotFound``.
 
 Callers: ``controller.platform.http.client`` and ``controller.platform.http.server``.
 """
@@ -37,6 +41,8 @@ __all__ = [
     "API_PREFIX",
     "BAD_REQUEST",
     "IDEMPOTENCY_HEADER",
+    "LIST_CHANGES_PATH",
+    "MAX_CURSOR",
     "MAX_PAGE",
     "STATUS_BY_CODE",
     "TOKEN_ENV",
@@ -51,6 +57,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 TOKEN_ENV = "RELCTL_PLATFORM_TOKEN"
 #: Largest ``limit`` of ``GET /v1/releases``; also its default.
 MAX_PAGE = 100
+#: The path of ``list_releases`` (under ``API_PREFIX``); its largest ``limit`` is
+#: ``controller.platform.protocol.LIST_RELEASES_MAX``, also its default.
+LIST_CHANGES_PATH = "/release-changes"
+#: Longest ``since`` the server accepts (a longer one is a client bug: 400).
+MAX_CURSOR = 512
 
 #: Codes of the envelope that are not errors of the adapter protocol: the request itself was
 #: wrong (a client bug) or carried no valid token (the adapter's configuration).

@@ -32,12 +32,14 @@ from controller.platform.http.contract import (
     API_PREFIX,
     BAD_REQUEST,
     IDEMPOTENCY_HEADER,
+    LIST_CHANGES_PATH,
+    MAX_CURSOR,
     MAX_PAGE,
     STATUS_BY_CODE,
     UNAUTHORIZED,
     envelope,
 )
-from controller.platform.protocol import Platform
+from controller.platform.protocol import LIST_RELEASES_MAX, ListsReleases, Platform
 from controller.platform.sim import codec
 
 __all__ = ["BadRequest", "create_app"]
@@ -200,6 +202,27 @@ def create_app(platform: Platform, *, token: str) -> Starlette:
             "next_cursor": str(following) if following < len(found) else None,
         }
 
+    async def list_releases(request: Request) -> Any:
+        if not isinstance(platform, ListsReleases):
+            raise BadRequest("this platform does not list changes: observe release by release")
+        query = request.query_params
+        limit_text = query.get("limit", str(LIST_RELEASES_MAX))
+        if (
+            not limit_text.isascii()
+            or not limit_text.isdigit()
+            or not 1 <= int(limit_text[:6]) <= LIST_RELEASES_MAX
+        ):
+            raise BadRequest(f"limit must be an integer from 1 to {LIST_RELEASES_MAX}")
+        since = query.get("since")
+        if since is not None and len(since) > MAX_CURSOR:
+            raise BadRequest(f"since must be a cursor of at most {MAX_CURSOR} characters")
+        changes = await call(platform.list_releases, since, limit=int(limit_text))
+        return {
+            "releases": [codec.snapshot_to_dict(s) for s in changes.releases],
+            "cursor": changes.cursor,
+            "more": changes.more,
+        }
+
     # --- mutations --------------------------------------------------------------------------
     async def create_release(request: Request) -> Any:
         key = _idempotency_key(request)
@@ -234,6 +257,7 @@ def create_app(platform: Platform, *, token: str) -> Starlette:
         route("/mini-programs/{mini_program}/versions/{version}", "GET", get_version,
               mutation=False),
         route("/releases", "GET", find_releases, mutation=False),
+        route(LIST_CHANGES_PATH, "GET", list_releases, mutation=False),
         route("/releases", "POST", create_release, mutation=True),
         route(release, "GET", get_release, mutation=False),
         route(f"{release}/feedback", "GET", get_feedback, mutation=False),

@@ -40,8 +40,10 @@ from controller.platform.errors import (
     Unknown,
 )
 from controller.platform.protocol import (
+    LIST_RELEASES_MAX,
     Feedback,
     QrCode,
+    ReleaseChanges,
     ReleaseSnapshot,
     TesterChange,
     VersionInfo,
@@ -50,6 +52,7 @@ from controller.platform.rules import Stage
 from controller.platform.sim import actions, codec, engine, tables
 from controller.platform.sim.clock import to_datetime
 from controller.platform.sim.console import PlatformConsole
+from controller.platform.sim.cursor import make_cursor, read_cursor
 from controller.platform.sim.faults import draw_fault
 from controller.platform.sim.records import ReleaseRecord, advance
 from controller.platform.sim.store import Store
@@ -72,7 +75,7 @@ class Simulator(PlatformConsole):
         corrupt or a read-only one raises PlatformUnusable.
         """
         self.path = Path(path)
-        self._store = Store(self.path, create=create)
+        self._store = Store(self.path, create=create, release_digest=tables.data_digest)
 
     # --- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -122,6 +125,22 @@ class Simulator(PlatformConsole):
             now = tables.clock(conn).now()
             record = tables.progressed(conn, tables.load_release(conn, release_id), now)
             return record.feedback(tables.app(conn, record.target_app))
+
+    def list_releases(self, since: str | None = None, *, limit: int = 1000) -> ReleaseChanges:
+        """Releases created or changed after the cursor ``since`` (``ListsReleases``).
+
+        Time-driven changes due by now are made first (and take their change sequence), so a
+        build, a test or a review the clock finished is listed like a mutation. When nothing is
+        due the page is read without taking the write lock. One indexed query per page.
+        """
+        page = _page_size(limit)
+        self._before_call(mutation=False)
+        with self._store.read() as conn:
+            if not tables.progress_pending(conn, tables.clock(conn).now()):
+                return _changes(conn, since, page)
+        with self._store.write() as conn:
+            tables.progress_all(conn, tables.clock(conn).now())
+            return _changes(conn, since, page)
 
     # ==========================================================================================
     # Platform protocol: mutations
@@ -348,6 +367,32 @@ class Simulator(PlatformConsole):
             operation, key, {"release_id": release_id, **request}, body,
             encode=codec.snapshot_to_dict, decode=codec.snapshot_from_dict,
         )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# listing changes (inside a transaction, after progress)
+# --------------------------------------------------------------------------------------------
+
+
+def _page_size(limit: int) -> int:
+    """``limit`` as a page size: at least 1 (else ValueError), at most ``LIST_RELEASES_MAX``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer of at least 1 (got {limit!r})")
+    return min(limit, LIST_RELEASES_MAX)
+
+
+def _changes(conn: sqlite3.Connection, since: str | None, page: int) -> ReleaseChanges:
+    """One page of the change sequence after the cursor ``since`` (None: from the start)."""
+    platform = tables.platform_id(conn)
+    after = 0 if since is None else read_cursor(since, platform, tables.last_change(conn))
+    found = tables.changes_after(conn, after, page + 1)
+    listed = found[:page]
+    last = listed[-1][0] if listed else after
+    return ReleaseChanges(
+        releases=tuple(record.snapshot() for _seq, record in listed),
+        cursor=make_cursor(platform, last),
+        more=len(found) > page,
+    )
 
 
 # --------------------------------------------------------------------------------------------

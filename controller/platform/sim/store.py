@@ -27,14 +27,18 @@ import shlex
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from controller.platform.errors import PlatformUnusable, Transient
 
-SCHEMA_VERSION = 1
+#: The schema this code writes. Schema 1 (before ``list_releases``) is upgraded on open.
+SCHEMA_VERSION = 2
+#: Older schemas this code upgrades in place when it opens them.
+UPGRADABLE_VERSIONS = frozenset({1})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -61,10 +65,15 @@ CREATE TABLE IF NOT EXISTS releases (
     stage        TEXT NOT NULL,
     -- the earliest pending time-driven change (build, test, review), NULL when none
     due          REAL,
-    data         TEXT NOT NULL
+    data         TEXT NOT NULL,
+    -- the platform-wide change sequence of the release's last visible change (list_releases)
+    change_seq   INTEGER NOT NULL DEFAULT 0,
+    -- digest of the snapshot the release shows (a save that changes it: a new change_seq)
+    digest       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS releases_by_target ON releases (mini_program, target_app, seq);
 CREATE INDEX IF NOT EXISTS releases_by_due ON releases (due) WHERE due IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS releases_by_change ON releases (change_seq);
 CREATE TABLE IF NOT EXISTS idempotency (
     key        TEXT PRIMARY KEY,
     operation  TEXT NOT NULL,
@@ -119,9 +128,19 @@ class Store:
     """One SQLite database file, opened for the simulator (thread-safe, process-safe)."""
 
     def __init__(
-        self, path: Path | str, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT
+        self,
+        path: Path | str,
+        *,
+        create: bool = True,
+        lock_timeout: float = LOCK_TIMEOUT,
+        release_digest: Callable[[str], str] | None = None,
     ) -> None:
         """Open the simulator's database at ``path``; ``create`` allows a new (empty) one.
+
+        ``release_digest`` maps a stored release document (``releases.data``) to the digest
+        of the snapshot it shows; an upgrade from schema 1 fills ``releases.digest`` with it
+        (without it the digests stay empty and each release takes a new change sequence at
+        its next save).
 
         Raises PlatformUnusable for a missing file (without ``create``), a file that is not a
         simulator's database, a corrupt or a read-only one; Transient when another process
@@ -129,6 +148,7 @@ class Store:
         """
         self.path = Path(path)
         self.lock_timeout = lock_timeout
+        self._release_digest = release_digest
         if not create and not self.path.exists():
             raise PlatformUnusable(
                 f"no platform simulator database at {self.path}: run "
@@ -166,6 +186,8 @@ class Store:
             raise PlatformUnusable(f"cannot open {self.path} in WAL mode (got {mode})")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self.write() as conn:
+            if self._schema_version(conn) == 1:
+                self._upgrade_1_to_2(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -173,6 +195,38 @@ class Store:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (json.dumps(SCHEMA_VERSION),),
             )
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('platform_id', ?)",
+                (json.dumps(uuid.uuid4().hex),),
+            )
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int | None:
+        """The stored schema version (None: a new, empty database)."""
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if exists is None:
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if row is None else int(json.loads(row[0]))
+
+    def _upgrade_1_to_2(self, conn: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: a change sequence per release (in release order) and its digest."""
+        conn.execute("ALTER TABLE releases ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE releases ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE releases SET change_seq = seq")
+        if self._release_digest is not None:
+            rows = conn.execute("SELECT release_id, data FROM releases").fetchall()
+            for row in rows:
+                conn.execute(
+                    "UPDATE releases SET digest = ? WHERE release_id = ?",
+                    (self._release_digest(str(row["data"])), row["release_id"]),
+                )
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (json.dumps(SCHEMA_VERSION),),
+        )
 
     def _check_identity(self, create: bool) -> None:
         """Refuse a file that is not (yet) a simulator's database, unless creating an empty one."""
@@ -194,7 +248,8 @@ class Store:
             )
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = str(row[0]) if row is not None else "none"
-        if version != json.dumps(SCHEMA_VERSION):
+        readable = {json.dumps(v) for v in {SCHEMA_VERSION, *UPGRADABLE_VERSIONS}}
+        if version not in readable:
             raise PlatformUnusable(
                 f"{self.path} has simulator schema {version}, this relctl reads schema "
                 f"{SCHEMA_VERSION}: use the relctl that created it, or create a new database "

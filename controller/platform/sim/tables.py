@@ -5,17 +5,25 @@ Every function takes a connection inside a transaction of
 commits or decides anything (the rules are the engine's). ``progress_all`` and ``progressed``
 bring stored releases up to ``now`` with :func:`controller.platform.sim.records.advance`.
 
+The change sequence (what ``list_releases`` reads): ``save_release`` stores the digest of the
+snapshot a release shows, and gives the release the next platform-wide ``change_seq`` only when
+that digest changed, so a save that changes nothing visible (metrics, a pending review that
+only a person decides) lists nothing; ``changes_after`` reads one page of it.
+
 Called by :class:`controller.platform.sim.Simulator` and ``controller.platform.sim.faults``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import asdict
 from typing import Any
 
 from controller.platform.errors import NotFound
+from controller.platform.protocol import canonical_json
+from controller.platform.sim import codec
 from controller.platform.sim.clock import ClockSetting
 from controller.platform.sim.model import AppSettings, FaultSettings, UploadedVersion
 from controller.platform.sim.records import ReleaseRecord, advance
@@ -155,12 +163,28 @@ def has_releases(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM releases LIMIT 1").fetchone() is not None
 
 
+def snapshot_digest(record: ReleaseRecord) -> str:
+    """Digest of everything the release's snapshot shows (what ``list_releases`` compares)."""
+    text = canonical_json(codec.snapshot_to_dict(record.snapshot()))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def data_digest(data: str) -> str:
+    """``snapshot_digest`` of a stored release document (``releases.data``)."""
+    return snapshot_digest(ReleaseRecord(**json.loads(data)))
+
+
 def save_release(conn: sqlite3.Connection, record: ReleaseRecord) -> None:
+    """Insert or update a release; a new visible state takes the next change sequence."""
     conn.execute(
         "INSERT INTO releases "
-        "(release_id, seq, mini_program, target_app, version, stage, due, data) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (release_id) DO UPDATE SET "
-        "stage = excluded.stage, due = excluded.due, data = excluded.data",
+        "(release_id, seq, mini_program, target_app, version, stage, due, data, digest, "
+        "change_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM releases)) "
+        "ON CONFLICT (release_id) DO UPDATE SET "
+        "stage = excluded.stage, due = excluded.due, data = excluded.data, "
+        "change_seq = CASE WHEN releases.digest = excluded.digest THEN releases.change_seq "
+        "ELSE excluded.change_seq END, digest = excluded.digest",
         (
             record.release_id,
             record.seq,
@@ -170,6 +194,7 @@ def save_release(conn: sqlite3.Connection, record: ReleaseRecord) -> None:
             record.stage,
             record.next_due(),
             json.dumps(asdict(record), sort_keys=True),
+            snapshot_digest(record),
         ),
     )
 
@@ -183,5 +208,42 @@ def progressed(conn: sqlite3.Connection, record: ReleaseRecord, now: float) -> R
 def progress_all(conn: sqlite3.Connection, now: float) -> None:
     """Persist every time-driven change due at or before ``now`` (inside a write)."""
     for record in select_releases(conn, "due IS NOT NULL AND due <= ?", (now,)):
-        advance(record, now, lambda app_id: app(conn, app_id))
-        save_release(conn, record)
+        if advance(record, now, lambda app_id: app(conn, app_id)):
+            save_release(conn, record)
+
+
+def progress_pending(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether a time-driven change may be due at or before ``now`` (``progress_all`` has work).
+
+    True also for a review that only a person decides (its due time has passed but the clock
+    cannot decide it): ``progress_all`` then finds nothing to change, which is correct, only
+    slower.
+    """
+    row = conn.execute("SELECT 1 FROM releases WHERE due IS NOT NULL AND due <= ? LIMIT 1", (now,))
+    return row.fetchone() is not None
+
+
+# --- the change sequence (list_releases) --------------------------------------------------------
+def platform_id(conn: sqlite3.Connection) -> str:
+    """The identity of this platform database (made with it; cursors carry it)."""
+    return str(get_meta(conn, "platform_id", ""))
+
+
+def last_change(conn: sqlite3.Connection) -> int:
+    """The highest change sequence handed out so far (0: no release yet)."""
+    row = conn.execute("SELECT COALESCE(MAX(change_seq), 0) AS top FROM releases").fetchone()
+    return int(row["top"])
+
+
+def changes_after(
+    conn: sqlite3.Connection, after: int, limit: int
+) -> list[tuple[int, ReleaseRecord]]:
+    """Up to ``limit`` releases whose last visible change is after ``after``, in change order.
+
+    One query over the ``releases_by_change`` index.
+    """
+    rows = conn.execute(
+        "SELECT change_seq, data FROM releases WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
+        (after, limit),
+    )
+    return [(int(row["change_seq"]), _decode(row)) for row in rows.fetchall()]
