@@ -53,8 +53,8 @@ from controller.model import (
     cut,
 )
 from controller.plan import decide
-from controller.platform.errors import PlatformError
-from controller.platform.protocol import Platform, Stage
+from controller.platform.errors import NotFound, PlatformError
+from controller.platform.protocol import LIST_RELEASES_MAX, ListsReleases, Platform, Stage
 from controller.repofiles import RepoFiles, WorkTree
 from controller.rollout import measurements_due
 from controller.schemas import SCHEMA_DIR
@@ -351,12 +351,21 @@ class PassCache:
     tip: str | None = None
     #: The releases of that pass as a pass that changes nothing reports them.
     quiet: PassResult | None = None
-    #: The earliest time something of that pass is due again (a resync, a retry).
+    #: The earliest time something of that pass is due again (a retry, a release in flight)
+    #: other than the resync of its settled releases (:data:`NEVER`: only a new commit).
     due: datetime | None = None
+    #: The settled releases of that pass, by (mini program, target app), and the earliest
+    #: time one of them is due for its resync.
+    settled: dict[tuple[str, str], str] = field(default_factory=dict)
+    resync_due: datetime | None = None
+    #: Where the platform's list of changes was last read to (``ListsReleases``); kept in
+    #: the state with the observation times it vouches for.
+    cursor: str | None = None
 
     def forget_pass(self) -> None:
         """The next pass is a real one (fetch, judge, read, observe what is due)."""
-        self.tip, self.quiet, self.due = None, None, None
+        self.tip, self.quiet, self.due, self.resync_due = None, None, None, None
+        self.settled = {}
 
 
 @dataclass(slots=True)
@@ -438,13 +447,10 @@ def _resync_due(release: Release, status: Status | None, cache: PassCache) -> da
     return None if seen is None else seen + cache.resync
 
 
-def _due(release: Release, status: Status, cache: PassCache, now: datetime) -> datetime:
-    """When a release next needs this controller after a pass left it at ``status``: a
-    settled one at its resync, one waiting for an observation retry at that retry; anything
-    else (in flight, stalled, a step failed) at once."""
-    resync = _resync_due(release, status, cache)
-    if resync is not None:
-        return resync
+def _due(release: Release, status: Status, now: datetime) -> datetime:
+    """When a release that is not settled next needs this controller after a pass left it
+    at ``status``: one waiting for an observation retry at that retry; anything else (in
+    flight, stalled, a step failed) at once."""
     if (
         status.next_retry is not None
         and status.last_error is not None
@@ -483,6 +489,72 @@ class Authorizer(Protocol):
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What the platform changed since a cursor (``ListsReleases``)."""
+
+    #: (mini program, target app) of every release created or changed.
+    pairs: frozenset[tuple[str, str]]
+    #: Where to list from next time.
+    cursor: str
+    #: Listed from the start (no cursor, or the platform refused it): every release counts
+    #: as changed, since what changed before this listing is unknown.
+    everything: bool
+
+
+#: A listing that needs more pages than this is abandoned (observe one by one instead).
+MAX_PAGES = 1000
+
+
+def list_changes(platform: Platform, since: str | None) -> Changes | None:
+    """Every change on the platform after ``since``, all pages; None when the platform cannot
+    list (no ``ListsReleases``) or the listing failed: observe release by release instead.
+
+    A cursor the platform refuses (``NotFound``: another or a restored platform) means
+    listing from the start, and then everything counts as changed.
+    """
+    if not isinstance(platform, ListsReleases):
+        return None
+    pairs: set[tuple[str, str]] = set()
+    cursor, everything = since, since is None
+    try:
+        for _page in range(MAX_PAGES):
+            try:
+                page = platform.list_releases(cursor, limit=LIST_RELEASES_MAX)
+            except NotFound as refused:
+                if cursor is None:
+                    raise
+                log.warning(
+                    "the platform refused the list cursor (%s): listing from the start", refused
+                )
+                pairs, cursor, everything = set(), None, True
+                continue
+            pairs.update((r.mini_program, r.target_app) for r in page.releases)
+            cursor = page.cursor
+            if not page.more:
+                return Changes(frozenset(pairs), cursor, everything)
+    except PlatformError as error:
+        log.warning(
+            "listing the platform's changes failed (%s): observing release by release", error
+        )
+        return None
+    log.warning(
+        "the platform's changes did not end in %d pages: observing release by release", MAX_PAGES
+    )
+    return None
+
+
+def _resync_wanted(
+    releases: Iterable[Release], previous: Mapping[str, Status], cache: PassCache, now: datetime
+) -> bool:
+    """Whether a settled release is due for its resync in this pass."""
+    for release in releases:
+        due = _resync_due(release, previous.get(release.key), cache)
+        if due is not None and now >= due:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
 class RepositoryResult:
     """What one pass decided for every release, before anything is written to git."""
 
@@ -498,10 +570,16 @@ class RepositoryResult:
     remember: dict[str, bytes | None] = field(default_factory=dict)
     #: Releases observed on the platform in this pass, and when (None: forget the time).
     observed: dict[str, datetime | None] = field(default_factory=dict)
-    #: The earliest time a release of this pass needs the controller again (:data:`NEVER`
-    #: when only a new commit can change anything); None when unknown (no cache, a pass
-    #: that held releases back, or acted on nothing for want of a trusted relctl.yaml).
+    #: The earliest time a release of this pass that is not settled needs the controller
+    #: again (:data:`NEVER` when only a new commit can change anything); None when unknown
+    #: (no cache, a pass that held releases back, or acted on nothing for want of a trusted
+    #: relctl.yaml).
     due: datetime | None = None
+    #: The settled releases (key by pair) and the earliest of their resyncs (None: none).
+    settled: dict[tuple[str, str], str] = field(default_factory=dict)
+    resync_due: datetime | None = None
+    #: The platform's list cursor after this pass (None: not listed, keep the old one).
+    cursor: str | None = None
 
 
 def load_manifests(tree: RepoFiles) -> LoadResult:
@@ -575,6 +653,11 @@ def reconcile_repository(
     held: set[str] = set()
     observed: dict[str, datetime | None] = {}
     due = NEVER
+    settled: dict[tuple[str, str], str] = {}
+    resync_due: datetime | None = None
+    changes = None
+    if cache is not None and not dry_run and _resync_wanted(loaded.releases, previous, cache, now):
+        changes = list_changes(platform, cache.cursor)
     total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)
@@ -584,12 +667,30 @@ def reconcile_repository(
             held.add(release.key)
             continue
         denial = authorizer.denial(release, before) if authorizer is not None else None
+        changed = changes is not None and (
+            changes.everything or (release.mini_program, release.target_app) in changes.pairs
+        )
         try:
             if denial is not None:
                 item = _result(
                     release.key, before, forbidden_status(release, denial, before, commit, now)
                 )
-            elif cache is not None and before is not None and _settled(release, before, cache, now):
+            elif (
+                cache is not None
+                and not changed
+                and changes is not None
+                and _resync_due(release, before, cache) is not None
+            ):
+                # Settled, and the platform says it did not change: as good as observed now.
+                assert before is not None
+                item = ReleaseResult(key=release.key, status=before)
+                cache.observed_at[release.key] = observed[release.key] = now
+            elif (
+                cache is not None
+                and not changed
+                and before is not None
+                and _settled(release, before, cache, now)
+            ):
                 item = ReleaseResult(key=release.key, status=before)
             else:
                 item = reconcile_release(
@@ -600,7 +701,12 @@ def reconcile_repository(
                 if cache is not None and not dry_run:
                     cache.observed_at[release.key] = observed[release.key] = now
             if cache is not None and denial is None:
-                due = min(due, _due(release, item.status, cache, now))
+                resync = _resync_due(release, item.status, cache)
+                if resync is None:
+                    due = min(due, _due(release, item.status, now))
+                else:
+                    settled[release.mini_program, release.target_app] = release.key
+                    resync_due = resync if resync_due is None else min(resync_due, resync)
         except MainMoved as moved:
             cut_short = str(moved)
             held.add(release.key)
@@ -663,9 +769,12 @@ def reconcile_repository(
         for key in set(cache.observed_at) - live:
             del cache.observed_at[key]
             observed[key] = None
+    complete = cache is not None and not held and not dry_run
     return RepositoryResult(
         final, to_write, loaded, edited, cut_short, remember, observed,
-        due=due if cache is not None and not held and not dry_run else None,
+        due=due if complete else None, settled=settled, resync_due=resync_due,
+        # a pass cut short may not have observed every change it listed: list them again
+        cursor=changes.cursor if changes is not None and complete else None,
     )  # fmt: skip
 
 
@@ -819,21 +928,40 @@ def intent_check(
 
 
 def unchanged_pass(
-    workspace: Workspace, state: ControllerState, cache: PassCache, now: datetime
+    workspace: Workspace,
+    platform: Platform,
+    state: ControllerState,
+    cache: PassCache,
+    now: datetime,
 ) -> PassResult | None:
     """The last finished pass again, when nothing can have changed since; else None.
 
-    Nothing changed when nothing is due (no resync, retry or release in flight), no status
-    commit waits to be confirmed, trust was not re-anchored, and main is still at the
-    commit that pass judged: one ``ls-remote``, asked last. Then a real pass would fetch
-    nothing new, judge nothing, read and decide the same, and ask the platform nothing.
+    Nothing changed when nothing is due (no retry, no release in flight), no status commit
+    waits to be confirmed, trust was not re-anchored, and main is still at the commit that
+    pass judged: one ``ls-remote``, asked after the local checks. Then a real pass would
+    fetch nothing new, judge nothing, read and decide the same, and ask the platform nothing.
+
+    A resync coming due is one more call when the platform lists its changes
+    (``ListsReleases``): when none of the settled releases changed, they all count as
+    observed now. Any change, or a platform that cannot list, makes it a real pass.
     """
     if cache.tip is None or cache.quiet is None or cache.due is None or now >= cache.due:
         return None
     if state.unconfirmed() or state.trust_generation() != cache.trust_generation:
         return None
+    resync = cache.resync_due is not None and now >= cache.resync_due
+    if resync and not isinstance(platform, ListsReleases):
+        return None
     if workspace.remote_tip() != cache.tip:
         return None
+    if resync:
+        changes = list_changes(platform, cache.cursor)
+        if changes is None or changes.everything or not changes.pairs.isdisjoint(cache.settled):
+            return None  # the real pass lists again from the same cursor
+        times: dict[str, datetime | None] = dict.fromkeys(cache.settled.values(), now)
+        state.record_observed(times, cursor=changes.cursor)
+        cache.observed_at.update(dict.fromkeys(cache.settled.values(), now))
+        cache.cursor, cache.resync_due = changes.cursor, now + cache.resync
     return cache.quiet
 
 
@@ -855,6 +983,7 @@ def _prime(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]
     is still the one remembered (any other row, or one that does not read back as a status
     of its key, is ignored and the YAML parsed)."""
     cache.observed_at.update(state.observed())
+    cache.cursor = state.list_cursor()
     for key, (digest, data) in state.parsed(parsed_format()).items():
         raw = memory.get(key)
         if raw is None or digest != _digest(raw):
@@ -903,7 +1032,7 @@ def run_pass(
     ``ls-remote`` (:func:`unchanged_pass`), and a fresh cache is primed from the state.
     """
     if cache is not None:
-        quiet = unchanged_pass(workspace, state, cache, now())
+        quiet = unchanged_pass(workspace, platform, state, cache, now())
         if quiet is not None:
             return quiet
         cache.forget_pass()
@@ -954,7 +1083,9 @@ def run_pass(
         for key, data in outcome.remember.items():
             if data is None:
                 cache.persisted.pop(key, None)
-        state.record_observed(outcome.observed)
+        state.record_observed(outcome.observed, cursor=outcome.cursor)
+        if outcome.cursor is not None:
+            cache.cursor = outcome.cursor
     else:
         state.remember(outcome.remember)
     files = outcome.files
@@ -995,6 +1126,7 @@ def run_pass(
         # Main is where this pass found it and nothing was written: until something is due,
         # the next pass would do exactly this again.
         cache.tip, cache.due = commit, outcome.due
+        cache.settled, cache.resync_due = outcome.settled, outcome.resync_due
         cache.quiet = replace(
             result,
             releases=tuple(

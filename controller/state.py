@@ -16,7 +16,8 @@ passes lives here, in ``<workdir>/state.db`` (SQLite, one controller per workdir
   remembered status (:meth:`ControllerState.parsed`: JSON beside the YAML, keyed by a digest
   of the YAML bytes and tagged with the format that wrote it, so a stale, foreign or corrupt
   row is ignored and the YAML parsed instead), when each release was last observed on the
-  platform (:meth:`ControllerState.observed`) and a trust generation that
+  platform (:meth:`ControllerState.observed`) with the platform's list cursor they were
+  last checked against (:meth:`ControllerState.list_cursor`), and a trust generation that
   ``relctl trust reset`` bumps (:meth:`ControllerState.trust_generation`), which a running
   controller compares before it skips a pass over an unchanged main.
 
@@ -59,6 +60,7 @@ CREATE TABLE IF NOT EXISTS observed (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 # digest (parsed) or errs early (observed: a release is then observed again sooner).
 _PARSED_TAG = "parsed-format"
 _TRUST_GENERATION = "trust-generation"
+_LIST_CURSOR = "list-cursor"
 
 
 class StateError(Exception):
@@ -243,11 +245,18 @@ class ControllerState:
                 found[key] = moment
         return found
 
-    def record_observed(self, times: Mapping[str, datetime | None]) -> None:
-        """Record when releases were observed (None: forget a release's time)."""
-        if not times:
+    def record_observed(
+        self, times: Mapping[str, datetime | None], *, cursor: str | None = None
+    ) -> None:
+        """Record when releases were observed (None: forget a release's time), and with
+        them, when given, the platform's list cursor those times were checked against."""
+        if not times and cursor is None:
             return
         with self._transaction() as conn:
+            if cursor is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LIST_CURSOR, json.dumps(cursor))
+                )
             conn.executemany(
                 "DELETE FROM observed WHERE key = ?",
                 ((key,) for key, at in times.items() if at is None),
@@ -256,6 +265,11 @@ class ControllerState:
                 "INSERT OR REPLACE INTO observed VALUES (?, ?)",
                 ((key, at.isoformat()) for key, at in times.items() if at is not None),
             )
+
+    def list_cursor(self) -> str | None:
+        """The platform's list cursor recorded with the observation times (None: none)."""
+        value = self.get(_LIST_CURSOR)
+        return value if isinstance(value, str) else None
 
     def forget_observed(self) -> None:
         """Forget every observation time (after a failed push: observe everything again)."""

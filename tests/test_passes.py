@@ -353,3 +353,117 @@ def test_a_corrupt_or_foreign_cache_in_the_state_is_discarded_never_trusted(
     _restart(world)
     world.pass_once()
     assert sum(parses.values()) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# resync: the platform lists what changed (ListsReleases)
+# --------------------------------------------------------------------------------------------
+
+
+class NotListing:
+    """The real adapter without ``list_releases`` (an adapter that cannot list changes)."""
+
+    def __init__(self, inner: CountingPlatform) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_releases":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def _resync(world: World) -> None:
+    """Move the clock to the earliest resync of the settled releases."""
+    due = world.controller.cache.resync_due
+    assert due is not None
+    world.simulator.advance((due - world.simulator.now()).total_seconds() + 1)
+
+
+@pytest.fixture
+def listed(
+    settled: tuple[World, CountingPlatform],
+) -> tuple[World, CountingPlatform]:
+    """Settled, and one resync done: the controller holds a list cursor."""
+    world, counting = settled
+    _resync(world)
+    world.pass_once()  # no cursor yet: everything listed from the start, and observed
+    assert world.controller.cache.cursor is not None
+    assert world.controller.state.list_cursor() == world.controller.cache.cursor
+    counting.calls.clear()
+    return world, counting
+
+
+def test_a_resync_is_one_listing_when_nothing_changed_on_the_platform(
+    listed: tuple[World, CountingPlatform], git_calls: list[str]
+) -> None:
+    world, counting = listed
+    for _ in range(2):
+        _resync(world)
+        git_calls.clear()
+        counting.calls.clear()
+        result = world.pass_once()
+        assert result.unchanged
+        assert git_calls == ["ls-remote"]
+        assert counting.calls == {"list_releases": 1}
+    world.simulator.advance(30)
+    counting.calls.clear()
+    assert world.pass_once().unchanged  # observed as of the listing: the next resync is later
+    assert counting.total == 0
+
+
+def test_a_release_changed_on_the_platform_is_observed_at_the_resync_and_no_other(
+    listed: tuple[World, CountingPlatform],
+) -> None:
+    world, counting = listed
+    gcash = next(r for r in world.simulator.releases() if r.target_app == "gcash")
+    # a person raises grayscale in the platform's console
+    world.simulator.set_grayscale(gcash.release_id, 50, idempotency_key="console-click")
+    counting.calls.clear()
+    world.simulator.advance(30)
+    assert world.pass_once().unchanged  # not due yet: the platform is not asked
+    _resync(world)
+    result = world.pass_once()
+    assert not result.unchanged
+    assert counting.calls["find_releases"] == 1  # gcash only: dana did not change
+    assert {r.key: r.status.grayscale for r in result.releases}["shop/gcash"] == 50
+
+
+def test_a_list_cursor_the_platform_refuses_means_listing_from_the_start(
+    listed: tuple[World, CountingPlatform],
+) -> None:
+    world, counting = listed
+    world.controller.cache.cursor = "not-a-cursor-of-this-platform"
+    _resync(world)
+    result = world.pass_once()
+    assert not result.unchanged
+    assert counting.calls["list_releases"] >= 2  # refused, then from the start
+    assert counting.calls["find_releases"] == 2  # so every settled release is observed
+    assert world.controller.cache.cursor != "not-a-cursor-of-this-platform"
+
+
+def test_an_adapter_that_cannot_list_observes_each_settled_release_at_its_resync(
+    settled: tuple[World, CountingPlatform],
+) -> None:
+    world, counting = settled
+    world.controller.platform = NotListing(counting)
+    for _ in range(2):
+        _resync(world)
+        counting.calls.clear()
+        result = world.pass_once()
+        assert not result.unchanged
+        assert counting.calls["find_releases"] == 2
+        assert "list_releases" not in counting.calls
+
+
+def test_a_restarted_controller_resyncs_from_the_cursor_it_recorded(
+    listed: tuple[World, CountingPlatform],
+) -> None:
+    world, counting = listed
+    cursor = world.controller.cache.cursor
+    _restart(world)
+    world.pass_once()
+    assert world.controller.cache.cursor == cursor
+    _resync(world)
+    counting.calls.clear()
+    assert world.pass_once().unchanged
+    assert counting.calls == {"list_releases": 1}
