@@ -406,10 +406,12 @@ def read_previous(
     seen: dict[str, InRepo] = {}
     for key, entry in status_entries(files):
         cached = cached_files.get(key)
+        mine = known.get(key) if known is not None else None
         if cached is not None and entry.oid is not None and cached.oid == entry.oid:
             item = cached
+            if mine is not None and mine is not item.data and mine == item.data:
+                item.data = mine  # one copy of these bytes in the process, not one per pass
         else:
-            mine = known.get(key) if known is not None else None
             if mine is not None and entry.oid is not None and blob_id(mine) == entry.oid:
                 data: bytes | None = mine
             else:
@@ -1050,8 +1052,7 @@ def run_pass(
     )
     if cache is not None:
         cache.ledger, cache.trust = ledger, main.state
-    memory = state.statuses()
-    pushed_files = _shared(state.pushed(), memory)
+    memory, pushed_files = state.statuses_and_pushed()
     if cache is not None and not cache.primed:
         _prime(cache, state, memory)
     if main.diverged is not None:
@@ -1136,16 +1137,6 @@ def run_pass(
             unchanged=True,
         )
     return result
-
-
-def _shared(pushed: dict[str, bytes], memory: Mapping[str, bytes]) -> dict[str, bytes]:
-    """``pushed``, holding the very bytes objects of ``memory`` where they are equal (most
-    are): one copy of each status in the process, not two."""
-    for key, data in pushed.items():
-        mine = memory.get(key)
-        if mine is not None and mine == data:
-            pushed[key] = mine
-    return pushed
 
 
 def _key(path: str) -> str:

@@ -289,6 +289,27 @@ class ControllerState:
         """Whether a status commit was staged and never confirmed or discarded."""
         return bool(self._query("SELECT 1 FROM pending LIMIT 1"))
 
+    def statuses_and_pushed(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """:meth:`statuses` and :meth:`pushed` from one snapshot of the database, a pushed
+        file equal to the status known being the very same bytes object (one copy)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")  # one read snapshot for both queries
+            try:
+                known = {
+                    key: bytes(data) for key, data in conn.execute("SELECT key, data FROM status")
+                }
+                rows = conn.execute(
+                    "SELECT p.key, CASE WHEN p.data = s.data THEN NULL ELSE p.data END "
+                    "FROM pushed p LEFT JOIN status s ON s.key = p.key"
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(self._broken(exc)) from None
+        pushed = {key: known[key] if data is None else bytes(data) for key, data in rows}
+        return known, pushed
+
     def pushed(self) -> dict[str, bytes]:
         """The status files as the controller last pushed them, by release key."""
         return {key: bytes(data) for key, data in self._query("SELECT key, data FROM pushed")}

@@ -115,3 +115,14 @@ def test_the_trust_generation_moves_on_every_bump_and_a_staged_push_is_unconfirm
         assert state.unconfirmed()
         state.confirm()
         assert not state.unconfirmed()
+
+
+def test_statuses_and_pushed_share_the_bytes_they_have_in_common(tmp_path: Path) -> None:
+    with ControllerState(tmp_path) as state:
+        state.remember({"shop/gcash": b"same", "shop/dana": b"known"})
+        state.stage("c1", {"shop/gcash": b"same", "shop/dana": b"pushed", "shop/wx": b"gone"})
+        state.confirm()
+        known, pushed = state.statuses_and_pushed()
+        assert known == state.statuses()
+        assert pushed == state.pushed()
+        assert pushed["shop/gcash"] is known["shop/gcash"]
