@@ -431,12 +431,6 @@ def read_previous(
     return found
 
 
-def _settled(release: Release, before: Status | None, cache: PassCache, now: datetime) -> bool:
-    """Whether a release can keep its status without asking the platform in this pass."""
-    due = _resync_due(release, before, cache)
-    return due is not None and now < due
-
-
 def _resync_due(release: Release, status: Status | None, cache: PassCache) -> datetime | None:
     """When a settled release (Ready, spec unchanged, no retry pending, observed) is to be
     observed again; None when it is not settled (it is observed on every pass)."""
@@ -545,15 +539,16 @@ def list_changes(platform: Platform, since: str | None) -> Changes | None:
     return None
 
 
-def _resync_wanted(
-    releases: Iterable[Release], previous: Mapping[str, Status], cache: PassCache, now: datetime
-) -> bool:
-    """Whether a settled release is due for its resync in this pass."""
+def _resyncs(
+    releases: Iterable[Release], previous: Mapping[str, Status], cache: PassCache
+) -> dict[str, datetime]:
+    """When each settled release is due for its resync, by key."""
+    found: dict[str, datetime] = {}
     for release in releases:
         due = _resync_due(release, previous.get(release.key), cache)
-        if due is not None and now >= due:
-            return True
-    return False
+        if due is not None:
+            found[release.key] = due
+    return found
 
 
 @dataclass(frozen=True)
@@ -658,8 +653,10 @@ def reconcile_repository(
     settled: dict[tuple[str, str], str] = {}
     resync_due: datetime | None = None
     changes = None
-    if cache is not None and not dry_run and _resync_wanted(loaded.releases, previous, cache, now):
-        changes = list_changes(platform, cache.cursor)
+    # When each settled release is due for its resync (computed once: the loop reuses it).
+    resyncs = _resyncs(loaded.releases, previous, cache) if cache is not None else {}
+    if not dry_run and any(now >= at for at in resyncs.values()):
+        changes = list_changes(platform, cache.cursor if cache is not None else None)
     total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)
@@ -672,28 +669,20 @@ def reconcile_repository(
         changed = changes is not None and (
             changes.everything or (release.mini_program, release.target_app) in changes.pairs
         )
+        resync = resyncs.get(release.key)
         try:
             if denial is not None:
                 item = _result(
                     release.key, before, forbidden_status(release, denial, before, commit, now)
                 )
-            elif (
-                cache is not None
-                and not changed
-                and changes is not None
-                and _resync_due(release, before, cache) is not None
-            ):
+            elif cache is not None and not changed and changes is not None and resync is not None:
                 # Settled, and the platform says it did not change: as good as observed now.
                 assert before is not None
                 item = ReleaseResult(key=release.key, status=before)
                 cache.observed_at[release.key] = observed[release.key] = now
-            elif (
-                cache is not None
-                and not changed
-                and before is not None
-                and _settled(release, before, cache, now)
-            ):
-                item = ReleaseResult(key=release.key, status=before)
+                resync = now + cache.resync
+            elif before is not None and not changed and resync is not None and now < resync:
+                item = ReleaseResult(key=release.key, status=before)  # settled: kept as it is
             else:
                 item = reconcile_release(
                     platform, release, before, commit, now, dry_run=dry_run, intent=intent,
@@ -703,7 +692,8 @@ def reconcile_repository(
                 if cache is not None and not dry_run:
                     cache.observed_at[release.key] = observed[release.key] = now
             if cache is not None and denial is None:
-                resync = _resync_due(release, item.status, cache)
+                if item.status is not before:
+                    resync = _resync_due(release, item.status, cache)
                 if resync is None:
                     due = min(due, _due(release, item.status, now))
                 else:
