@@ -467,3 +467,22 @@ def test_a_restarted_controller_resyncs_from_the_cursor_it_recorded(
     counting.calls.clear()
     assert world.pass_once().unchanged
     assert counting.calls == {"list_releases": 1}
+
+
+def test_a_pass_cut_short_keeps_the_old_cursor_so_no_listed_change_is_lost(
+    listed: tuple[World, CountingPlatform],
+) -> None:
+    world, counting = listed
+    cursor = world.controller.cache.cursor
+    gcash = next(r for r in world.simulator.releases() if r.target_app == "gcash")
+    world.simulator.set_grayscale(gcash.release_id, 50, idempotency_key="console-click")
+    _resync(world)
+    world.controller.pass_deadline = 0.0  # the pass starts no release
+    result = world.pass_once()
+    assert result.cut_short is not None
+    assert world.controller.state.list_cursor() == cursor
+    world.controller.pass_deadline = 300.0
+    counting.calls.clear()
+    result = world.pass_once()
+    assert counting.calls["find_releases"] == 1
+    assert {r.key: r.status.grayscale for r in result.releases}["shop/gcash"] == 50
