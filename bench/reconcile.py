@@ -574,12 +574,20 @@ def child_cold(tmp: Path, profile: bool) -> int:
     loading = [0.0]
     real_load = reconcile.load_manifests
 
+    high_water: dict[str, float | None] = {}
+
+    def mark(name: str) -> None:
+        peak = rss_kib()
+        high_water[name] = peak / 1024 if peak else None
+
     def timed_load(tree: Any) -> Any:
+        mark("before manifests")
         started = time.perf_counter()
         try:
             return real_load(tree)
         finally:
             loading[0] += time.perf_counter() - started
+            mark("after manifests")
 
     reconcile.load_manifests = timed_load
     parses = [0]
@@ -598,6 +606,12 @@ def child_cold(tmp: Path, profile: bool) -> int:
     )
     opened = time.perf_counter()
     rss_before = rss_kib("VmRSS")
+
+    def at_the_end(_result: ReleaseResult, done: int, of: int) -> None:
+        if done == of:
+            mark("every release done")
+
+    controller.progress = at_the_end
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
@@ -605,6 +619,7 @@ def child_cold(tmp: Path, profile: bool) -> int:
     if profiler is not None:
         profiler.disable()
     finished = time.perf_counter()
+    mark("pass finished (pushed)")
     assert result is not None
     text = ""
     if profiler is not None:
@@ -628,7 +643,10 @@ def child_cold(tmp: Path, profile: bool) -> int:
                 "platform": dict(counting.calls),
                 "profile": text,
                 "rss_before_mb": rss_before / 1024 if rss_before else None,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would be
+                # the bench process's own peak at the fork.
+                "peak_rss_mb": (rss_kib() or 0) / 1024,
+                "high_water": high_water,
             }
         )
     )
@@ -970,6 +988,10 @@ def main() -> int:
         f"{fresh_step.acted} steps; peak RSS of that process {fresh['peak_rss_mb']:.0f} MB "
         f"(before its pass {fresh['rss_before_mb']:.0f} MB; the simulator runs in it too) -- "
         f"target <= {PEAK_RSS_TARGET_MB} MB: {verdict(fresh['peak_rss_mb'] <= PEAK_RSS_TARGET_MB)}"
+    )
+    print(
+        "  its RSS high-water mark along the pass: "
+        + ", ".join(f"{name} {mb:.0f} MB" for name, mb in fresh["high_water"].items() if mb)
     )
     for line in traced:
         print(line)
