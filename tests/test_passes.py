@@ -7,6 +7,7 @@ status, and neither observes settled releases again nor parses their YAML.
 
 Counted, never timed: git subprocesses (every one goes through ``gitops.run_git``), platform
 calls (a counting wrapper around the real adapter) and status parses. Only the clock is fake.
+The main scenarios also run over the HTTP contract; the others only in-process.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from controller.access import Ledger
 from controller.daemon import Controller
 from controller.model import ConditionStatus, ConditionType, Status
 from controller.trust import TrustSettings, reset_trust
-
-pytestmark = pytest.mark.inprocess_only
 
 GCASH = "releases/shop/gcash.yaml"
 DANA = "releases/shop/dana.yaml"
@@ -124,6 +123,7 @@ def test_a_pass_over_an_unchanged_main_is_one_ls_remote_and_nothing_else(
     assert _commits(world) == commits
 
 
+@pytest.mark.inprocess_only
 def test_a_new_commit_on_main_is_a_real_pass(
     settled: tuple[World, CountingPlatform], git_calls: list[str]
 ) -> None:
@@ -137,6 +137,7 @@ def test_a_new_commit_on_main_is_a_real_pass(
     assert world.pass_once().unchanged  # and the pass after it is quiet again
 
 
+@pytest.mark.inprocess_only
 def test_a_manifest_change_is_acted_on_at_once(settled: tuple[World, CountingPlatform]) -> None:
     world, counting = settled
     world.edit(DANA, manifest("shop", "dana", grayscale=100), "full release")
@@ -145,6 +146,7 @@ def test_a_manifest_change_is_acted_on_at_once(settled: tuple[World, CountingPla
     assert counting.calls["full_release"] == 1
 
 
+@pytest.mark.inprocess_only
 def test_a_resync_coming_due_is_a_real_pass_that_observes_the_settled_releases(
     settled: tuple[World, CountingPlatform],
 ) -> None:
@@ -163,6 +165,7 @@ def test_a_resync_coming_due_is_a_real_pass_that_observes_the_settled_releases(
     assert counting.total == 0
 
 
+@pytest.mark.inprocess_only
 def test_a_release_in_flight_makes_every_pass_real(tmp_path: Path) -> None:
     with make_world(tmp_path, {}) as world:
         world.edit(GCASH, manifest(), "release shop")
@@ -178,6 +181,7 @@ def test_a_release_in_flight_makes_every_pass_real(tmp_path: Path) -> None:
         assert counting.calls["find_releases"] == 1  # under review: observed every pass
 
 
+@pytest.mark.inprocess_only
 def test_a_retry_coming_due_is_a_real_pass(tmp_path: Path) -> None:
     with make_world(
         tmp_path, {GCASH: manifest("shop", "gcash", grayscale=10)}, pilot_apps=()
@@ -202,6 +206,7 @@ def test_a_retry_coming_due_is_a_real_pass(tmp_path: Path) -> None:
         assert world.statuses()["shop/gcash"].last_error is None
 
 
+@pytest.mark.inprocess_only
 def test_a_trust_reset_makes_the_next_pass_real_and_rereads_trust(
     settled: tuple[World, CountingPlatform], git_calls: list[str]
 ) -> None:
@@ -216,6 +221,7 @@ def test_a_trust_reset_makes_the_next_pass_real_and_rereads_trust(
     assert world.pass_once().unchanged
 
 
+@pytest.mark.inprocess_only
 def test_an_unconfirmed_status_push_makes_the_next_pass_real(
     settled: tuple[World, CountingPlatform], git_calls: list[str]
 ) -> None:
@@ -230,6 +236,7 @@ def test_an_unconfirmed_status_push_makes_the_next_pass_real(
     assert world.pass_once().unchanged
 
 
+@pytest.mark.inprocess_only
 def test_a_failed_pass_is_never_replayed_as_unchanged(
     settled: tuple[World, CountingPlatform], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,6 +254,7 @@ def test_a_failed_pass_is_never_replayed_as_unchanged(
     assert not world.pass_once().unchanged
 
 
+@pytest.mark.inprocess_only
 def test_a_person_editing_a_status_file_is_a_real_pass_that_restores_it(
     settled: tuple[World, CountingPlatform],
 ) -> None:
@@ -309,6 +317,7 @@ def test_a_restarted_controller_neither_observes_settled_releases_nor_parses_yam
     assert world.pass_once().unchanged
 
 
+@pytest.mark.inprocess_only
 def test_a_restarted_controller_observes_again_once_the_resync_is_due(
     settled: tuple[World, CountingPlatform],
 ) -> None:
@@ -330,6 +339,7 @@ def test_a_restarted_controller_observes_again_once_the_resync_is_due(
     ],
     ids=["not-a-status", "truncated-json", "other-yaml", "other-version", "bad-time"],
 )
+@pytest.mark.inprocess_only
 def test_a_corrupt_or_foreign_cache_in_the_state_is_discarded_never_trusted(
     settled: tuple[World, CountingPlatform], parses: Counter[str], spoil: str
 ) -> None:
@@ -428,6 +438,7 @@ def test_a_release_changed_on_the_platform_is_observed_at_the_resync_and_no_othe
     assert {r.key: r.status.grayscale for r in result.releases}["shop/gcash"] == 50
 
 
+@pytest.mark.inprocess_only
 def test_a_list_cursor_the_platform_refuses_means_listing_from_the_start(
     listed: tuple[World, CountingPlatform],
 ) -> None:
@@ -441,6 +452,7 @@ def test_a_list_cursor_the_platform_refuses_means_listing_from_the_start(
     assert world.controller.cache.cursor != "not-a-cursor-of-this-platform"
 
 
+@pytest.mark.inprocess_only
 def test_an_adapter_that_cannot_list_observes_each_settled_release_at_its_resync(
     settled: tuple[World, CountingPlatform],
 ) -> None:
@@ -455,6 +467,7 @@ def test_an_adapter_that_cannot_list_observes_each_settled_release_at_its_resync
         assert "list_releases" not in counting.calls
 
 
+@pytest.mark.inprocess_only
 def test_a_restarted_controller_resyncs_from_the_cursor_it_recorded(
     listed: tuple[World, CountingPlatform],
 ) -> None:
@@ -469,6 +482,7 @@ def test_a_restarted_controller_resyncs_from_the_cursor_it_recorded(
     assert counting.calls == {"list_releases": 1}
 
 
+@pytest.mark.inprocess_only
 def test_a_pass_cut_short_keeps_the_old_cursor_so_no_listed_change_is_lost(
     listed: tuple[World, CountingPlatform],
 ) -> None:
