@@ -655,8 +655,14 @@ def reconcile_repository(
     changes = None
     # When each settled release is due for its resync (computed once: the loop reuses it).
     resyncs = _resyncs(loaded.releases, previous, cache) if cache is not None else {}
-    if not dry_run and any(now >= at for at in resyncs.values()):
-        changes = list_changes(platform, cache.cursor if cache is not None else None)
+    if cache is not None and not dry_run and loaded.releases:
+        if any(now >= at for at in resyncs.values()):
+            changes = list_changes(platform, cache.cursor)
+        elif cache.cursor is None and not resyncs:
+            # No cursor yet (a new workdir, or one from before ListsReleases) and every
+            # release is observed in this pass anyway: a listing from the start costs no
+            # observation now, and the first resync lists only what changed after it.
+            changes = list_changes(platform, None)
     total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)

@@ -396,7 +396,7 @@ def listed(
     """Settled, and one resync done: the controller holds a list cursor."""
     world, counting = settled
     _resync(world)
-    world.pass_once()  # no cursor yet: everything listed from the start, and observed
+    world.pass_once()  # lists what changed since the cursor of the first pass, and observes it
     assert world.controller.cache.cursor is not None
     assert world.controller.state.list_cursor() == world.controller.cache.cursor
     counting.calls.clear()
@@ -500,3 +500,25 @@ def test_a_pass_cut_short_keeps_the_old_cursor_so_no_listed_change_is_lost(
     result = world.pass_once()
     assert counting.calls["find_releases"] == 1
     assert {r.key: r.status.grayscale for r in result.releases}["shop/gcash"] == 50
+
+
+@pytest.mark.inprocess_only
+def test_a_workdir_without_a_cursor_lists_once_while_it_observes_everything_anyway(
+    settled: tuple[World, CountingPlatform],
+) -> None:
+    """An upgrade: the state knows no observation times and no cursor (an older relctl)."""
+    world, counting = settled
+    path = world.controller.state.path
+    world.controller.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM observed")
+        db.execute("DELETE FROM meta WHERE name = 'list-cursor'")
+    _restart(world)
+    world.pass_once()
+    assert counting.calls["find_releases"] == 2  # nothing known: everything observed
+    assert counting.calls["list_releases"] == 1  # and the cursor taken at the same time
+    assert world.controller.state.list_cursor() is not None
+    _resync(world)
+    counting.calls.clear()
+    assert world.pass_once().unchanged
+    assert counting.calls == {"list_releases": 1}  # the first resync is already cheap
