@@ -583,9 +583,10 @@ def load_manifests(tree: RepoFiles) -> LoadResult:
     """Every manifest of a revision, validated (the one place a pass loads them).
 
     MERGE(wt-validate): pass the blob-keyed validation cache here, opened once per
-    controller in its workdir, ``load_repository(tree, cache=Cache.open(workdir / ...))``,
-    and ``.save()`` it after the pass; it is what a cold start spends most on after this
-    change (docs/performance.md).
+    controller in its workdir and kept in ``PassCache``:
+    ``load_repository(tree, cache=ValidationCache.open(<workdir>/cache/validation))``
+    (``controller.manifests.cache``), and ``.save()`` it after the pass; manifest loading is
+    the largest part of a cold start after this change (docs/performance.md).
     """
     return load_repository(tree)
 
