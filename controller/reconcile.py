@@ -361,6 +361,10 @@ class PassCache:
     #: Where the platform's list of changes was last read to (``ListsReleases``); kept in
     #: the state with the observation times it vouches for.
     cursor: str | None = None
+    #: A listing :func:`unchanged_pass` made and could not settle with (a settled release
+    #: changed): ``run_pass`` takes it at once for the real pass that follows (never later:
+    #: a listing vouches only for what happened before it).
+    listed: Changes | None = None
 
     def forget_pass(self) -> None:
         """The next pass is a real one (fetch, judge, read, observe what is due)."""
@@ -605,6 +609,7 @@ def reconcile_repository(
     authorizer: Authorizer | None = None,
     intent: IntentCheck | None = None,
     stop: StopCheck | None = None,
+    listed: Changes | None = None,
 ) -> RepositoryResult:
     """Reconcile every release of one revision of a release repository.
 
@@ -615,7 +620,9 @@ def reconcile_repository(
     person: it is overwritten, and the edit is recorded in the release's history.
     ``stop`` is asked before each release: a reason (the pass deadline, SIGTERM) stops
     starting new ones, and they keep their status for the next pass. ``intent`` is asked
-    before every irreversible step (see :func:`reconcile_release`). Writes nothing.
+    before every irreversible step (see :func:`reconcile_release`). ``listed`` is the
+    platform's changes listed just before this pass (used for a resync instead of listing
+    again). Writes nothing.
     """
     tree = WorkTree(files) if isinstance(files, Path) else files
     if cache is not None and cache.commit == commit and cache.loaded is not None:
@@ -658,7 +665,7 @@ def reconcile_repository(
     resyncs = _resyncs(loaded.releases, previous, cache) if cache is not None else {}
     if cache is not None and not dry_run and loaded.releases:
         if any(now >= at for at in resyncs.values()):
-            changes = list_changes(platform, cache.cursor)
+            changes = listed or list_changes(platform, cache.cursor)
         elif cache.cursor is None and not resyncs:
             # No cursor yet (a new workdir, or one from before ListsReleases) and every
             # release is observed in this pass anyway: a listing from the start costs no
@@ -956,7 +963,8 @@ def unchanged_pass(
     if resync:
         changes = list_changes(platform, cache.cursor)
         if changes is None or changes.everything or not changes.pairs.isdisjoint(cache.settled):
-            return None  # the real pass lists again from the same cursor
+            cache.listed = changes  # the real pass that follows uses this listing
+            return None
         times: dict[str, datetime | None] = dict.fromkeys(cache.settled.values(), now)
         state.record_observed(times, cursor=changes.cursor)
         cache.observed_at.update(dict.fromkeys(cache.settled.values(), now))
@@ -1030,10 +1038,12 @@ def run_pass(
     With a ``cache`` (the daemon), a pass over an unchanged main with nothing due is one
     ``ls-remote`` (:func:`unchanged_pass`), and a fresh cache is primed from the state.
     """
+    listed: Changes | None = None
     if cache is not None:
         quiet = unchanged_pass(workspace, platform, state, cache, now())
         if quiet is not None:
             return quiet
+        listed, cache.listed = cache.listed, None
         cache.forget_pass()
         generation = state.trust_generation()
         if generation != cache.trust_generation:  # trust was re-anchored: read it again
@@ -1070,6 +1080,7 @@ def run_pass(
             authorizer=main,
             intent=intent_check(workspace, commit),
             stop=stop,
+            listed=listed,
         )
     del memory, pushed_files
     # What the controller did is recorded before git is touched: it holds even if the push fails.

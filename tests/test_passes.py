@@ -435,6 +435,7 @@ def test_a_release_changed_on_the_platform_is_observed_at_the_resync_and_no_othe
     result = world.pass_once()
     assert not result.unchanged
     assert counting.calls["find_releases"] == 1  # gcash only: dana did not change
+    assert counting.calls["list_releases"] == 1  # the real pass used the fast path's listing
     assert {r.key: r.status.grayscale for r in result.releases}["shop/gcash"] == 50
 
 
