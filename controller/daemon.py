@@ -192,7 +192,7 @@ class Controller:
         duration = time.monotonic() - started
         self.last_contact = time.monotonic()
         self._record(result, duration)
-        if self.notifier is not None:
+        if self.notifier is not None and not result.unchanged:  # the same statuses: no event
             self.notifier.on_pass(result)
         if self.on_pass is not None:
             self.on_pass(result)
@@ -203,6 +203,7 @@ class Controller:
         if self.metrics is not None:
             self.count_result("success")
             self.metrics.reconcile_duration_seconds.observe(duration)
+        if self.metrics is not None and not result.unchanged:  # else the gauges already say so
             self.metrics.record_releases(
                 ReleaseSample(
                     r.status.mini_program,
@@ -215,7 +216,7 @@ class Controller:
             )
             if result.pushed is not None:
                 self.metrics.git_push_attempts_total.labels("status").inc(result.pushed.attempts)
-        for r in result.releases:
+        for r in () if result.unchanged else result.releases:
             if not r.changed and r.result is None:
                 continue
             action = r.result.step.action.value if r.result is not None else None
@@ -225,11 +226,12 @@ class Controller:
                                  "phase": str(r.status.phase), "action": action,
                                  "commit": result.commit}},
             )  # fmt: skip
+        event = {"action": "pass", "duration": round(duration, 3), "commit": result.commit}
+        if result.unchanged:
+            event["unchanged"] = True
         log.info(
             "pass %d: %d release(s), %d changed", self.passes, len(result.releases),
-            len(result.changed),
-            extra={"event": {"action": "pass", "duration": round(duration, 3),
-                             "commit": result.commit}},
+            len(result.changed), extra={"event": event},
         )  # fmt: skip
 
     def _stop_check(self, deadline: float) -> StopCheck:

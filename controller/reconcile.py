@@ -13,16 +13,19 @@ Called by ``controller.daemon`` (scheduled passes) and ``controller.cli``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cache as _once
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
+from controller import __version__
 from controller.access import Ledger, TrustState
-from controller.act import ActResult, act
+from controller.act import OBSERVE, ActResult, act
 from controller.analysis import measure
 from controller.gitops import GitTree, PushResult, Workspace
 from controller.manifests import (
@@ -50,10 +53,11 @@ from controller.model import (
     cut,
 )
 from controller.plan import decide
-from controller.platform.errors import PlatformError
-from controller.platform.protocol import Platform, Stage
+from controller.platform.errors import NotFound, PlatformError
+from controller.platform.protocol import LIST_RELEASES_MAX, ListsReleases, Platform, Stage
 from controller.repofiles import RepoFiles, WorkTree
 from controller.rollout import measurements_due
+from controller.schemas import SCHEMA_DIR
 from controller.state import ControllerState
 from controller.status import (
     STATUS_DIR,
@@ -69,6 +73,8 @@ from controller.status import (
     read_status_file,
     render_status,
     status_entries,
+    status_from_json,
+    status_to_json,
 )
 from controller.trust import TrustSettings, follow_main
 
@@ -122,6 +128,9 @@ class PassResult:
     edited: tuple[str, ...] = ()
     #: Why the pass stopped before every release (main moved, deadline), or None.
     cut_short: str | None = None
+    #: True for a pass that found main where the last finished pass left it and nothing due
+    #: (one ``ls-remote``, nothing else): ``releases`` are the statuses the last pass left.
+    unchanged: bool = False
 
     @property
     def changed(self) -> tuple[ReleaseResult, ...]:
@@ -299,14 +308,21 @@ def _result(
 # --------------------------------------------------------------------------------------------
 
 
+#: "Never due" for a release whose status changes only with main (Invalid, Forbidden).
+NEVER: Final = datetime.max.replace(tzinfo=UTC)
+
+
 @dataclass
 class PassCache:
     """What a long-running controller remembers between passes.
 
     An optimisation only: a fresh process without it reaches the same statuses, just slower.
     It holds the load result of the last commit (manifests are not parsed again while main
-    does not move), the parsed status files by their bytes, and when each settled release
-    was last observed on the platform.
+    does not move), the parsed statuses by their bytes, when each settled release was last
+    observed on the platform, and what the last finished pass found (``tip``, ``quiet``,
+    ``due``): while main stays at ``tip`` and nothing is due, a pass is one ``ls-remote``.
+    A fresh cache is primed from the controller's state (``primed``): observation times and
+    the parsed form of the statuses it remembers.
     """
 
     #: Settled releases (Ready, spec unchanged, no retry pending) are observed on the
@@ -314,64 +330,141 @@ class PassCache:
     resync: timedelta = timedelta(minutes=5)
     commit: str | None = None
     loaded: LoadResult | None = None
-    statuses: dict[str, tuple[bytes, Status | None]] = field(default_factory=dict)
-    #: The status files of the last commit read, by key: (blob id, parsed, bytes).
-    in_repo: dict[str, tuple[str, Status | None, bytes]] = field(default_factory=dict)
+    statuses: dict[str, tuple[bytes, Status]] = field(default_factory=dict)
+    #: The status files of the last commit read, by key (see :func:`read_previous`).
+    in_repo: dict[str, InRepo] = field(default_factory=dict)
     observed_at: dict[str, datetime] = field(default_factory=dict)
     #: The judge of main, with the governance blobs it read, and the trust state of the last
     #: pass (saves reading the controller's record every pass).
     ledger: Ledger | None = None
     trust: TrustState | None = None
+    #: The trust generation of the controller's state when ``ledger`` and ``trust`` were
+    #: taken; ``relctl trust reset`` bumps it, and both are then read again.
+    trust_generation: int | None = None
+    #: Whether the observation times and parsed statuses were read from the state.
+    primed: bool = False
+    #: Digest of the YAML each stored parsed status was made from, by key (what the state
+    #: already holds, so that only new ones are written).
+    persisted: dict[str, bytes] = field(default_factory=dict)
+    #: Main's commit at the last finished pass that pushed nothing, held nothing back and
+    #: trusted main (None: the next pass is a real one).
+    tip: str | None = None
+    #: The releases of that pass as a pass that changes nothing reports them.
+    quiet: PassResult | None = None
+    #: The earliest time something of that pass is due again (a retry, a release in flight)
+    #: other than the resync of its settled releases (:data:`NEVER`: only a new commit).
+    due: datetime | None = None
+    #: The settled releases of that pass, by (mini program, target app), and the earliest
+    #: time one of them is due for its resync.
+    settled: dict[tuple[str, str], str] = field(default_factory=dict)
+    resync_due: datetime | None = None
+    #: Where the platform's list of changes was last read to (``ListsReleases``); kept in
+    #: the state with the observation times it vouches for.
+    cursor: str | None = None
+    #: A listing :func:`unchanged_pass` made and could not settle with (a settled release
+    #: changed): ``run_pass`` takes it at once for the real pass that follows (never later:
+    #: a listing vouches only for what happened before it).
+    listed: Changes | None = None
+
+    def forget_pass(self) -> None:
+        """The next pass is a real one (fetch, judge, read, observe what is due)."""
+        self.tip, self.quiet, self.due, self.resync_due = None, None, None, None
+        self.settled = {}
+
+
+@dataclass(slots=True)
+class InRepo:
+    """A status file of the repository: its blob id, bytes, and parsed form if parsed."""
+
+    oid: str | None
+    data: bytes
+    status: Status | None = None
+    parsed: bool = False
+
+
+def blob_id(data: bytes) -> str:
+    """The git (SHA-1) blob id of ``data``: a status file whose entry has this id holds
+    exactly these bytes, so they need not be read."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def read_previous(
-    files: RepoFiles | Path, cache: PassCache | None = None
+    files: RepoFiles | Path,
+    cache: PassCache | None = None,
+    *,
+    known: Mapping[str, bytes] | None = None,
+    skip_parse: Container[str] = (),
 ) -> dict[str, tuple[Status | None, bytes]]:
     """The status files in a repository, by release key: (parsed, raw bytes).
 
-    See :func:`controller.status.status_entries` for what is skipped. With a cache, a file
-    whose git object did not change since the last pass is neither read nor parsed again (a
-    blob id names its bytes), and one whose bytes did not change is not parsed again.
+    See :func:`controller.status.status_entries` for what is skipped. A blob id names its
+    bytes, so a file is not read again when its id is the one of the last pass (``cache``)
+    or of the bytes in ``known`` (what the controller pushed), and not parsed again while
+    its bytes are the same. Keys in ``skip_parse`` are not parsed at all (their parsed form
+    is None): the controller relies on its own memory of them, never on the file.
     """
     if isinstance(files, Path):
         files = WorkTree(files)
     found: dict[str, tuple[Status | None, bytes]] = {}
-    known = cache.in_repo if cache is not None else {}
-    seen: dict[str, tuple[str, Status | None, bytes]] = {}
+    cached_files = cache.in_repo if cache is not None else {}
+    seen: dict[str, InRepo] = {}
     for key, entry in status_entries(files):
-        cached = known.get(key)
-        if cached is not None and entry.oid is not None and cached[0] == entry.oid:
-            found[key] = (cached[1], cached[2])
+        cached = cached_files.get(key)
+        mine = known.get(key) if known is not None else None
+        if cached is not None and entry.oid is not None and cached.oid == entry.oid:
+            item = cached
+            if mine is not None and mine is not item.data and mine == item.data:
+                item.data = mine  # one copy of these bytes in the process, not one per pass
         else:
-            data = read_status_file(files, entry)
+            if mine is not None and entry.oid is not None and blob_id(mine) == entry.oid:
+                data: bytes | None = mine
+            else:
+                data = read_status_file(files, entry)
             if data is None:
                 continue
-            parsed = cached[1] if cached is not None and cached[2] == data else None
-            found[key] = (parsed or parse_status(data, file=entry.path), data)
+            item = InRepo(entry.oid, data)
+            if cached is not None and cached.parsed and cached.data == data:
+                item.status, item.parsed = cached.status, True
+        if not item.parsed and key not in skip_parse:
+            item.status, item.parsed = parse_status(item.data, file=entry.path), True
+        found[key] = (item.status, item.data)
         if entry.oid is not None:
-            seen[key] = (entry.oid, *found[key])
+            seen[key] = item
     if cache is not None:
         cache.in_repo = seen
     return found
 
 
-def _settled(release: Release, before: Status | None, cache: PassCache, now: datetime) -> bool:
-    """Whether a release can keep its status without asking the platform in this pass."""
-    if before is None or before.spec_hash != release.spec_hash or before.next_retry:
-        return False
-    ready = before.condition(ConditionType.READY)
+def _resync_due(release: Release, status: Status | None, cache: PassCache) -> datetime | None:
+    """When a settled release (Ready, spec unchanged, no retry pending, observed) is to be
+    observed again; None when it is not settled (it is observed on every pass)."""
+    if status is None or status.spec_hash != release.spec_hash or status.next_retry:
+        return None
+    ready = status.condition(ConditionType.READY)
     if ready is None or ready.status is not ConditionStatus.TRUE:
-        return False
+        return None
     seen = cache.observed_at.get(release.key)
-    return seen is not None and now - seen < cache.resync
+    return None if seen is None else seen + cache.resync
 
 
-def _untrusted(status: Status | None) -> Status | None:
+def _due(release: Release, status: Status, now: datetime) -> datetime:
+    """When a release that is not settled next needs this controller after a pass left it
+    at ``status``: one waiting for an observation retry at that retry; anything else (in
+    flight, stalled, a step failed) at once."""
+    if (
+        status.next_retry is not None
+        and status.last_error is not None
+        and status.spec_hash == release.spec_hash
+        and status.last_error.action == OBSERVE
+    ):
+        return status.next_retry
+    return now
+
+
+def _untrusted(status: Status) -> Status:
     """A status file from the repository, kept for what people read (history, conditions)
     and stripped of everything the controller would rely on: it was not the controller's
     own record, so a person may have written any of it."""
-    if status is None:
-        return None
     return replace(
         status,
         spec_hash="",
@@ -396,6 +489,73 @@ class Authorizer(Protocol):
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What the platform changed since a cursor (``ListsReleases``)."""
+
+    #: (mini program, target app) of every release created or changed.
+    pairs: frozenset[tuple[str, str]]
+    #: Where to list from next time.
+    cursor: str
+    #: Listed from the start (no cursor, or the platform refused it): every release counts
+    #: as changed, since what changed before this listing is unknown.
+    everything: bool
+
+
+#: A listing that needs more pages than this is abandoned (observe one by one instead).
+MAX_PAGES = 1000
+
+
+def list_changes(platform: Platform, since: str | None) -> Changes | None:
+    """Every change on the platform after ``since``, all pages; None when the platform cannot
+    list (no ``ListsReleases``) or the listing failed: observe release by release instead.
+
+    A cursor the platform refuses (``NotFound``: another or a restored platform) means
+    listing from the start, and then everything counts as changed.
+    """
+    if not isinstance(platform, ListsReleases):
+        return None
+    pairs: set[tuple[str, str]] = set()
+    cursor, everything = since, since is None
+    try:
+        for _page in range(MAX_PAGES):
+            try:
+                page = platform.list_releases(cursor, limit=LIST_RELEASES_MAX)
+            except NotFound as refused:
+                if cursor is None:
+                    raise
+                log.warning(
+                    "the platform refused the list cursor (%s): listing from the start", refused
+                )
+                pairs, cursor, everything = set(), None, True
+                continue
+            pairs.update((r.mini_program, r.target_app) for r in page.releases)
+            cursor = page.cursor
+            if not page.more:
+                return Changes(frozenset(pairs), cursor, everything)
+    except PlatformError as error:
+        log.warning(
+            "listing the platform's changes failed (%s): observing release by release", error
+        )
+        return None
+    log.warning(
+        "the platform's changes did not end in %d pages: observing release by release", MAX_PAGES
+    )
+    return None
+
+
+def _resyncs(
+    releases: Iterable[Release], previous: Mapping[str, Status], cache: PassCache
+) -> dict[str, datetime]:
+    """When each settled release is due for its resync, by key."""
+    found: dict[str, datetime] = {}
+    for release in releases:
+        due = _resync_due(release, previous.get(release.key), cache)
+        if due is not None:
+            found[release.key] = due
+    return found
+
+
+@dataclass(frozen=True)
 class RepositoryResult:
     """What one pass decided for every release, before anything is written to git."""
 
@@ -409,6 +569,30 @@ class RepositoryResult:
     cut_short: str | None = None
     #: Changes to the controller's memory of statuses (None: forget the release).
     remember: dict[str, bytes | None] = field(default_factory=dict)
+    #: Releases observed on the platform in this pass, and when (None: forget the time).
+    observed: dict[str, datetime | None] = field(default_factory=dict)
+    #: The earliest time a release of this pass that is not settled needs the controller
+    #: again (:data:`NEVER` when only a new commit can change anything); None when unknown
+    #: (no cache, a pass that held releases back, or acted on nothing for want of a trusted
+    #: relctl.yaml).
+    due: datetime | None = None
+    #: The settled releases (key by pair) and the earliest of their resyncs (None: none).
+    settled: dict[tuple[str, str], str] = field(default_factory=dict)
+    resync_due: datetime | None = None
+    #: The platform's list cursor after this pass (None: not listed, keep the old one).
+    cursor: str | None = None
+
+
+def load_manifests(tree: RepoFiles) -> LoadResult:
+    """Every manifest of a revision, validated (the one place a pass loads them).
+
+    MERGE(wt-validate): pass the blob-keyed validation cache here, opened once per
+    controller in its workdir and kept in ``PassCache``:
+    ``load_repository(tree, cache=ValidationCache.open(<workdir>/cache/validation))``
+    (``controller.manifests.cache``), and ``.save()`` it after the pass; manifest loading is
+    the largest part of a cold start after this change (docs/performance.md).
+    """
+    return load_repository(tree)
 
 
 def reconcile_repository(
@@ -425,6 +609,7 @@ def reconcile_repository(
     authorizer: Authorizer | None = None,
     intent: IntentCheck | None = None,
     stop: StopCheck | None = None,
+    listed: Changes | None = None,
 ) -> RepositoryResult:
     """Reconcile every release of one revision of a release repository.
 
@@ -435,13 +620,15 @@ def reconcile_repository(
     person: it is overwritten, and the edit is recorded in the release's history.
     ``stop`` is asked before each release: a reason (the pass deadline, SIGTERM) stops
     starting new ones, and they keep their status for the next pass. ``intent`` is asked
-    before every irreversible step (see :func:`reconcile_release`). Writes nothing.
+    before every irreversible step (see :func:`reconcile_release`). ``listed`` is the
+    platform's changes listed just before this pass (used for a resync instead of listing
+    again). Writes nothing.
     """
     tree = WorkTree(files) if isinstance(files, Path) else files
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
-        loaded = load_repository(tree)
+        loaded = load_manifests(tree)
         if cache is not None:
             cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
@@ -459,7 +646,7 @@ def reconcile_repository(
             "a master must commit relctl.yaml (e.g. revert the change, or confirm it)",
         )  # fmt: skip
         return RepositoryResult([], {}, replace(loaded, problems=(*loaded.problems, problem)))
-    in_repo = read_previous(tree, cache)
+    in_repo = read_previous(tree, cache, known=pushed, skip_parse=memory or ())
     previous = _previous_statuses(in_repo, memory, cache)
     edited = tuple(
         sorted(
@@ -469,6 +656,21 @@ def reconcile_repository(
     results: list[ReleaseResult] = []
     cut_short: str | None = None
     held: set[str] = set()
+    observed: dict[str, datetime | None] = {}
+    due = NEVER
+    settled: dict[tuple[str, str], str] = {}
+    resync_due: datetime | None = None
+    changes = None
+    # When each settled release is due for its resync (computed once: the loop reuses it).
+    resyncs = _resyncs(loaded.releases, previous, cache) if cache is not None else {}
+    if cache is not None and not dry_run and loaded.releases:
+        if any(now >= at for at in resyncs.values()):
+            changes = listed or list_changes(platform, cache.cursor)
+        elif cache.cursor is None and not resyncs:
+            # No cursor yet (a new workdir, or one from before ListsReleases) and every
+            # release is observed in this pass anyway: a listing from the start costs no
+            # observation now, and the first resync lists only what changed after it.
+            changes = list_changes(platform, None)
     total = len(loaded.releases) + len(loaded.invalid)
     for release in loaded.releases:
         before = previous.get(release.key)
@@ -478,21 +680,39 @@ def reconcile_repository(
             held.add(release.key)
             continue
         denial = authorizer.denial(release, before) if authorizer is not None else None
+        changed = changes is not None and (
+            changes.everything or (release.mini_program, release.target_app) in changes.pairs
+        )
+        resync = resyncs.get(release.key)
         try:
             if denial is not None:
                 item = _result(
                     release.key, before, forbidden_status(release, denial, before, commit, now)
                 )
-            elif cache is not None and before is not None and _settled(release, before, cache, now):
+            elif cache is not None and not changed and changes is not None and resync is not None:
+                # Settled, and the platform says it did not change: as good as observed now.
+                assert before is not None
                 item = ReleaseResult(key=release.key, status=before)
+                cache.observed_at[release.key] = observed[release.key] = now
+                resync = now + cache.resync
+            elif before is not None and not changed and resync is not None and now < resync:
+                item = ReleaseResult(key=release.key, status=before)  # settled: kept as it is
             else:
                 item = reconcile_release(
                     platform, release, before, commit, now, dry_run=dry_run, intent=intent,
                     stop_the_line=loaded.config.stop_the_line,
                     freeze_windows=loaded.config.freeze_windows,
                 )  # fmt: skip
-                if cache is not None:
-                    cache.observed_at[release.key] = now
+                if cache is not None and not dry_run:
+                    cache.observed_at[release.key] = observed[release.key] = now
+            if cache is not None and denial is None:
+                if item.status is not before:
+                    resync = _resync_due(release, item.status, cache)
+                if resync is None:
+                    due = min(due, _due(release, item.status, now))
+                else:
+                    settled[release.mini_program, release.target_app] = release.key
+                    resync_due = resync if resync_due is None else min(resync_due, resync)
         except MainMoved as moved:
             cut_short = str(moved)
             held.add(release.key)
@@ -509,6 +729,7 @@ def reconcile_repository(
                     f"{cut(str(error))}); it is retried on the next pass",
                 ),
             )  # fmt: skip
+            due = now
         results.append(item)
         if progress is not None:
             progress(item, len(results), total)
@@ -553,7 +774,14 @@ def reconcile_repository(
         cache.statuses = {item.key: (item.rendered, item.status) for item in final if not dry_run}
         for key in set(cache.observed_at) - live:
             del cache.observed_at[key]
-    return RepositoryResult(final, to_write, loaded, edited, cut_short, remember)
+            observed[key] = None
+    complete = cache is not None and not held and not dry_run
+    return RepositoryResult(
+        final, to_write, loaded, edited, cut_short, remember, observed,
+        due=due if complete else None, settled=settled, resync_due=resync_due,
+        # a pass cut short may not have observed every change it listed: list them again
+        cursor=changes.cursor if changes is not None and complete else None,
+    )  # fmt: skip
 
 
 def _previous_statuses(
@@ -575,9 +803,8 @@ def _previous_statuses(
         if status is not None:
             found[key] = status
     for key, (status, _raw) in in_repo.items():
-        adopted = _untrusted(status)
-        if key not in found and adopted is not None:
-            found[key] = adopted
+        if key not in found and status is not None:
+            found[key] = _untrusted(status)
     return found
 
 
@@ -706,6 +933,89 @@ def intent_check(
     return check
 
 
+def unchanged_pass(
+    workspace: Workspace,
+    platform: Platform,
+    state: ControllerState,
+    cache: PassCache,
+    now: datetime,
+) -> PassResult | None:
+    """The last finished pass again, when nothing can have changed since; else None.
+
+    Nothing changed when nothing is due (no retry, no release in flight), no status commit
+    waits to be confirmed, trust was not re-anchored, and main is still at the commit that
+    pass judged: one ``ls-remote``, asked after the local checks. Then a real pass would
+    fetch nothing new, judge nothing, read and decide the same, and ask the platform nothing.
+
+    A resync coming due is one more call when the platform lists its changes
+    (``ListsReleases``): when none of the settled releases changed, they all count as
+    observed now. Any change, or a platform that cannot list, makes it a real pass.
+    """
+    if cache.tip is None or cache.quiet is None or cache.due is None or now >= cache.due:
+        return None
+    if state.unconfirmed() or state.trust_generation() != cache.trust_generation:
+        return None
+    resync = cache.resync_due is not None and now >= cache.resync_due
+    if resync and not isinstance(platform, ListsReleases):
+        return None
+    if workspace.remote_tip() != cache.tip:
+        return None
+    if resync:
+        changes = list_changes(platform, cache.cursor)
+        if changes is None or changes.everything or not changes.pairs.isdisjoint(cache.settled):
+            cache.listed = changes  # the real pass that follows uses this listing
+            return None
+        times: dict[str, datetime | None] = dict.fromkeys(cache.settled.values(), now)
+        state.record_observed(times, cursor=changes.cursor)
+        cache.observed_at.update(dict.fromkeys(cache.settled.values(), now))
+        cache.cursor, cache.resync_due = changes.cursor, now + cache.resync
+    return cache.quiet
+
+
+#: The format of the parsed statuses kept in the controller's state: relctl's version and
+#: the status schema's hash. A row written by another format is never read.
+@_once
+def parsed_format() -> str:
+    schema = SCHEMA_DIR.joinpath("status.schema.json").read_bytes()
+    return f"relctl {__version__}; status schema {hashlib.sha256(schema).hexdigest()[:16]}"
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _prime(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]) -> None:
+    """A fresh cache learns from the state what a previous process knew: when each release
+    was observed, and the parsed form of each remembered status whose YAML it was made from
+    is still the one remembered (any other row, or one that does not read back as a status
+    of its key, is ignored and the YAML parsed)."""
+    cache.observed_at.update(state.observed())
+    cache.cursor = state.list_cursor()
+    for key, (digest, data) in state.parsed(parsed_format()).items():
+        raw = memory.get(key)
+        if raw is None or digest != _digest(raw):
+            continue
+        status = status_from_json(data)
+        if status is not None and status.key == key:
+            cache.statuses[key] = (raw, status)
+            cache.persisted[key] = digest
+    cache.primed = True
+
+
+def _parsed_rows(
+    cache: PassCache, results: Iterable[ReleaseResult]
+) -> dict[str, tuple[bytes, bytes]]:
+    """The parsed statuses the state does not hold yet: (digest of the YAML, JSON)."""
+    rows: dict[str, tuple[bytes, bytes]] = {}
+    for item in results:
+        if not item.rendered:
+            continue
+        digest = _digest(item.rendered)
+        if cache.persisted.get(item.key) != digest:
+            rows[item.key] = (digest, status_to_json(item.status))
+    return rows
+
+
 def run_pass(
     workspace: Workspace,
     platform: Platform,
@@ -724,7 +1034,20 @@ def run_pass(
     knows, the files it pushed and the trust ledger. A staged push that a crash interrupted
     is settled first. When main no longer continues the history the ledger judged, no
     release is acted on: every status says so until the operator re-anchors trust.
+
+    With a ``cache`` (the daemon), a pass over an unchanged main with nothing due is one
+    ``ls-remote`` (:func:`unchanged_pass`), and a fresh cache is primed from the state.
     """
+    listed: Changes | None = None
+    if cache is not None:
+        quiet = unchanged_pass(workspace, platform, state, cache, now())
+        if quiet is not None:
+            return quiet
+        listed, cache.listed = cache.listed, None
+        cache.forget_pass()
+        generation = state.trust_generation()
+        if generation != cache.trust_generation:  # trust was re-anchored: read it again
+            cache.ledger, cache.trust, cache.trust_generation = None, None, generation
     commit = workspace.sync()
     state.settle(lambda staged: workspace.contains(staged, commit))
     tree = GitTree(workspace.repo, commit)
@@ -736,10 +1059,12 @@ def run_pass(
     )
     if cache is not None:
         cache.ledger, cache.trust = ledger, main.state
-    memory = state.statuses()
+    memory, pushed_files = state.statuses_and_pushed()
+    if cache is not None and not cache.primed:
+        _prime(cache, state, memory)
     if main.diverged is not None:
         outcome = hold_everything(
-            tree, memory, state.pushed(), commit, now(), reason=str(Reason.HISTORY_DIVERGED),
+            tree, memory, pushed_files, commit, now(), reason=str(Reason.HISTORY_DIVERGED),
             message=main.diverged.message,
         )  # fmt: skip
     else:
@@ -749,15 +1074,29 @@ def run_pass(
             commit,
             now(),
             memory=memory,
-            pushed=state.pushed(),
+            pushed=pushed_files,
             cache=cache,
             progress=progress,
             authorizer=main,
             intent=intent_check(workspace, commit),
             stop=stop,
+            listed=listed,
         )
+    del memory, pushed_files
     # What the controller did is recorded before git is touched: it holds even if the push fails.
-    state.remember(outcome.remember)
+    if cache is not None:
+        rows = _parsed_rows(cache, outcome.releases)
+        state.remember(outcome.remember, rows, tag=parsed_format())
+        for key, (digest, _data) in rows.items():
+            cache.persisted[key] = digest
+        for key, data in outcome.remember.items():
+            if data is None:
+                cache.persisted.pop(key, None)
+        state.record_observed(outcome.observed, cursor=outcome.cursor)
+        if outcome.cursor is not None:
+            cache.cursor = outcome.cursor
+    else:
+        state.remember(outcome.remember)
     files = outcome.files
     removed = tuple(sorted(_key(path) for path, data in files.items() if data is None))
     pushed = None
@@ -776,13 +1115,14 @@ def run_pass(
             if cache is not None:  # what is in git is not what the cache says: start over
                 cache.statuses.clear()
                 cache.observed_at.clear()
+                state.forget_observed()
             raise
         if pushed is None:  # the remote already had these bytes
             state.stage(commit, by_key)
         state.confirm()
     for key in outcome.edited:
         log.warning("status/%s.yaml was edited in the repository: restored", key)
-    return PassResult(
+    result = PassResult(
         commit=commit,
         releases=tuple(outcome.releases),
         problems=outcome.loaded.problems,
@@ -791,6 +1131,20 @@ def run_pass(
         edited=outcome.edited,
         cut_short=outcome.cut_short,
     )
+    if cache is not None and not files and outcome.due is not None and main.diverged is None:
+        # Main is where this pass found it and nothing was written: until something is due,
+        # the next pass would do exactly this again.
+        cache.tip, cache.due = commit, outcome.due
+        cache.settled, cache.resync_due = outcome.settled, outcome.resync_due
+        cache.quiet = replace(
+            result,
+            releases=tuple(
+                ReleaseResult(key=r.key, status=r.status, rendered=r.rendered)
+                for r in outcome.releases
+            ),
+            unchanged=True,
+        )
+    return result
 
 
 def _key(path: str) -> str:

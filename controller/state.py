@@ -11,7 +11,15 @@ passes lives here, in ``<workdir>/state.db`` (SQLite, one controller per workdir
   reads these, never the files in git;
 - the status files as the controller last pushed them (:meth:`ControllerState.pushed`). A
   status file in git that differs from that record was edited by a person: it is
-  overwritten and the edit is reported.
+  overwritten and the edit is reported;
+- what makes a restart cheap, never trusted beyond what it claims: the parsed form of each
+  remembered status (:meth:`ControllerState.parsed`: JSON beside the YAML, keyed by a digest
+  of the YAML bytes and tagged with the format that wrote it, so a stale, foreign or corrupt
+  row is ignored and the YAML parsed instead), when each release was last observed on the
+  platform (:meth:`ControllerState.observed`) with the platform's list cursor they were
+  last checked against (:meth:`ControllerState.list_cursor`), and a trust generation that
+  ``relctl trust reset`` bumps (:meth:`ControllerState.trust_generation`), which a running
+  controller compares before it skips a pass over an unchanged main.
 
 Pushed files are recorded in two steps so that a crash between the push and the record loses
 nothing and invents nothing: :meth:`ControllerState.stage` records the files of a status
@@ -30,6 +38,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -43,7 +52,15 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pushed (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, data BLOB, commit_sha TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parsed (key TEXT PRIMARY KEY, digest BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS observed (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 """
+# The last two tables only make a restart cheaper; they are additive (an older relctl ignores
+# them), so the schema version stays 1. A row an older relctl left stale is caught by its
+# digest (parsed) or errs early (observed: a release is then observed again sooner).
+_PARSED_TAG = "parsed-format"
+_TRUST_GENERATION = "trust-generation"
+_LIST_CURSOR = "list-cursor"
 
 
 class StateError(Exception):
@@ -162,19 +179,136 @@ class ControllerState:
         """Every release's status as the controller last computed it, by release key."""
         return {key: bytes(data) for key, data in self._query("SELECT key, data FROM status")}
 
-    def remember(self, changes: Mapping[str, bytes | None]) -> None:
-        """Record what the controller now knows of these releases (None: forget one)."""
-        if not changes:
+    def remember(
+        self,
+        changes: Mapping[str, bytes | None],
+        parsed: Mapping[str, tuple[bytes, bytes]] | None = None,
+        *,
+        tag: str = "",
+    ) -> None:
+        """Record what the controller now knows of these releases (None: forget one).
+
+        ``parsed`` adds (digest of the YAML, parsed form) rows written in format ``tag``
+        (see :meth:`parsed`); rows of another tag are dropped first. A forgotten release
+        loses its parsed row and its observation time too.
+        """
+        if not changes and not parsed:
             return
         with self._transaction() as conn:
-            conn.executemany(
-                "DELETE FROM status WHERE key = ?",
-                ((key,) for key, data in changes.items() if data is None),
-            )
+            gone = [(key,) for key, data in changes.items() if data is None]
+            conn.executemany("DELETE FROM status WHERE key = ?", gone)
+            conn.executemany("DELETE FROM parsed WHERE key = ?", gone)
+            conn.executemany("DELETE FROM observed WHERE key = ?", gone)
             conn.executemany(
                 "INSERT OR REPLACE INTO status VALUES (?, ?)",
                 ((key, data) for key, data in changes.items() if data is not None),
             )
+            if parsed:
+                row = conn.execute("SELECT value FROM meta WHERE name = ?", (_PARSED_TAG,))
+                found = row.fetchone()
+                if found is None or found[0] != json.dumps(tag):
+                    conn.execute("DELETE FROM parsed")
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PARSED_TAG, json.dumps(tag))
+                    )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO parsed VALUES (?, ?, ?)",
+                    ((key, digest, data) for key, (digest, data) in parsed.items()),
+                )
+
+    def parsed(self, tag: str) -> dict[str, tuple[bytes, bytes]]:
+        """The parsed form of remembered statuses, by key: (digest of the YAML it was parsed
+        from, data). Empty when the rows were written in another format than ``tag``.
+
+        A cache only: the caller checks each digest against :meth:`statuses` and must treat
+        the data as untrusted bytes (it may be corrupt); the YAML stays the record.
+        """
+        if self.get(_PARSED_TAG) != tag:
+            return {}
+        return {
+            key: (bytes(digest), bytes(data))
+            for key, digest, data in self._query("SELECT key, digest, data FROM parsed")
+        }
+
+    # -- observation times and the trust generation --------------------------------------------
+
+    def observed(self) -> dict[str, datetime]:
+        """When each release was last observed on the platform; unreadable rows are left out
+        (the release is then simply observed again)."""
+        found: dict[str, datetime] = {}
+        for key, at in self._query("SELECT key, at FROM observed"):
+            try:
+                moment = datetime.fromisoformat(at) if isinstance(at, str) else None
+            except ValueError:
+                moment = None
+            if moment is not None and moment.tzinfo is not None:
+                found[key] = moment
+        return found
+
+    def record_observed(
+        self, times: Mapping[str, datetime | None], *, cursor: str | None = None
+    ) -> None:
+        """Record when releases were observed (None: forget a release's time), and with
+        them, when given, the platform's list cursor those times were checked against."""
+        if not times and cursor is None:
+            return
+        with self._transaction() as conn:
+            if cursor is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LIST_CURSOR, json.dumps(cursor))
+                )
+            conn.executemany(
+                "DELETE FROM observed WHERE key = ?",
+                ((key,) for key, at in times.items() if at is None),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO observed VALUES (?, ?)",
+                ((key, at.isoformat()) for key, at in times.items() if at is not None),
+            )
+
+    def list_cursor(self) -> str | None:
+        """The platform's list cursor recorded with the observation times (None: none)."""
+        value = self.get(_LIST_CURSOR)
+        return value if isinstance(value, str) else None
+
+    def forget_observed(self) -> None:
+        """Forget every observation time (after a failed push: observe everything again)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM observed")
+
+    def trust_generation(self) -> int:
+        """A number that changes whenever the operator re-anchors trust."""
+        value = self.get(_TRUST_GENERATION)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def bump_trust_generation(self) -> None:
+        """Trust was re-anchored: a running controller must not skip its next pass."""
+        self.set(_TRUST_GENERATION, self.trust_generation() + 1)
+
+    def unconfirmed(self) -> bool:
+        """Whether a status commit was staged and never confirmed or discarded."""
+        return bool(self._query("SELECT 1 FROM pending LIMIT 1"))
+
+    def statuses_and_pushed(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """:meth:`statuses` and :meth:`pushed` from one snapshot of the database, a pushed
+        file equal to the status known being the very same bytes object (one copy)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")  # one read snapshot for both queries
+            try:
+                known = {
+                    key: bytes(data) for key, data in conn.execute("SELECT key, data FROM status")
+                }
+                rows = conn.execute(
+                    "SELECT p.key, CASE WHEN p.data = s.data THEN NULL ELSE p.data END "
+                    "FROM pushed p LEFT JOIN status s ON s.key = p.key"
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(self._broken(exc)) from None
+        pushed = {key: known[key] if data is None else bytes(data) for key, data in rows}
+        return known, pushed
 
     def pushed(self) -> dict[str, bytes]:
         """The status files as the controller last pushed them, by release key."""

@@ -181,5 +181,6 @@ def reset_trust(
         old = None
     new = ledger.start(anchor)
     _record(state, new, {"how": "reset", "given": anchor, "previous": old.anchor if old else None})
+    state.bump_trust_generation()  # a running controller's "nothing changed" no longer holds
     log.warning("trust re-anchored at %s (relctl trust reset)", new.anchor[:12])
     return old, new
