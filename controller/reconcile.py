@@ -34,6 +34,7 @@ from controller.manifests import (
     LoadResult,
     Problem,
     Severity,
+    ValidationCache,
     load_repository,
 )
 from controller.model import (
@@ -365,6 +366,9 @@ class PassCache:
     #: changed): ``run_pass`` takes it at once for the real pass that follows (never later:
     #: a listing vouches only for what happened before it).
     listed: Changes | None = None
+    #: Per-manifest validation outcomes by blob id (``controller.manifests.cache``), kept in
+    #: memory between passes and in ``<workdir>/cache/validation`` for a cold start.
+    validation: ValidationCache | None = None
 
     def forget_pass(self) -> None:
         """The next pass is a real one (fetch, judge, read, observe what is due)."""
@@ -583,16 +587,15 @@ class RepositoryResult:
     cursor: str | None = None
 
 
-def load_manifests(tree: RepoFiles) -> LoadResult:
+def load_manifests(tree: RepoFiles, validation: ValidationCache | None = None) -> LoadResult:
     """Every manifest of a revision, validated (the one place a pass loads them).
 
-    MERGE(wt-validate): pass the blob-keyed validation cache here, opened once per
-    controller in its workdir and kept in ``PassCache``:
-    ``load_repository(tree, cache=ValidationCache.open(<workdir>/cache/validation))``
-    (``controller.manifests.cache``), and ``.save()`` it after the pass; manifest loading is
-    the largest part of a cold start after this change (docs/performance.md).
+    With ``validation`` (the daemon's, see :attr:`PassCache.validation`) a manifest whose
+    blob, tester files and relevant relctl.yaml parts were validated before is not parsed or
+    validated again; the cross-file checks still run over all of them. The result is the
+    same with or without it.
     """
-    return load_repository(tree)
+    return load_repository(tree, cache=validation)
 
 
 def reconcile_repository(
@@ -628,7 +631,7 @@ def reconcile_repository(
     if cache is not None and cache.commit == commit and cache.loaded is not None:
         loaded = cache.loaded
     else:
-        loaded = load_manifests(tree)
+        loaded = load_manifests(tree, cache.validation if cache is not None else None)
         if cache is not None:
             cache.commit, cache.loaded = commit, loaded
     if loaded.config is None:
@@ -1016,6 +1019,12 @@ def _parsed_rows(
     return rows
 
 
+def validation_cache_path(workdir: Path) -> Path:
+    """Where the daemon keeps its validation cache: beside ``state.db``, never in the
+    repository (``controller.manifests.cache`` versions it and discards a damaged file)."""
+    return workdir / "cache" / "validation"
+
+
 def run_pass(
     workspace: Workspace,
     platform: Platform,
@@ -1051,6 +1060,8 @@ def run_pass(
     commit = workspace.sync()
     state.settle(lambda staged: workspace.contains(staged, commit))
     tree = GitTree(workspace.repo, commit)
+    if cache is not None and cache.validation is None:
+        cache.validation = ValidationCache.open(validation_cache_path(workspace.workdir))
     ledger = (
         cache.ledger if cache is not None and cache.ledger is not None else Ledger(workspace.root)
     )
@@ -1083,6 +1094,8 @@ def run_pass(
             listed=listed,
         )
     del memory, pushed_files
+    if cache is not None and cache.validation is not None:
+        cache.validation.save()  # only when something changed; a failure is only logged
     # What the controller did is recorded before git is touched: it holds even if the push fails.
     if cache is not None:
         rows = _parsed_rows(cache, outcome.releases)

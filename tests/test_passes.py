@@ -318,6 +318,41 @@ def test_a_restarted_controller_neither_observes_settled_releases_nor_parses_yam
 
 
 @pytest.mark.inprocess_only
+def test_a_restarted_controller_validates_no_manifest_again(
+    settled: tuple[World, CountingPlatform],
+) -> None:
+    world, _counting = settled
+    first = world.controller.cache.validation
+    assert first is not None and first.path is not None and first.path.is_file()
+    manifests = len(world.controller.cache.loaded.releases)  # type: ignore[union-attr]
+    _restart(world)
+    world.simulator.advance(30)
+    world.pass_once()
+    validation = world.controller.cache.validation
+    assert validation is not None and validation is not first  # read from the workdir's file
+    assert (validation.stats.hits, validation.stats.misses) == (manifests, 0)
+
+
+@pytest.mark.inprocess_only
+def test_a_damaged_validation_cache_is_discarded_and_the_pass_is_the_same(
+    settled: tuple[World, CountingPlatform],
+) -> None:
+    world, _counting = settled
+    validation = world.controller.cache.validation
+    assert validation is not None and validation.path is not None
+    before = {r.key: r.status for r in world.controller.cache.quiet.releases}  # type: ignore[union-attr]
+    data = bytearray(validation.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    validation.path.write_bytes(bytes(data))
+    _restart(world)
+    world.simulator.advance(30)
+    result = world.pass_once()
+    again = world.controller.cache.validation
+    assert again is not None and again.stats.hits == 0  # nothing believed from the damaged file
+    assert {r.key: r.status for r in result.releases} == before
+
+
+@pytest.mark.inprocess_only
 def test_a_restarted_controller_observes_again_once_the_resync_is_due(
     settled: tuple[World, CountingPlatform],
 ) -> None:
