@@ -68,10 +68,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
-
-import git
 
 from controller.repofiles import (
     Entry,
@@ -83,6 +81,9 @@ from controller.repofiles import (
     size_problem,
     walk,
 )
+
+if TYPE_CHECKING:
+    import git  # imported where a repository is opened: `relctl validate` never needs it
 
 log = logging.getLogger("relctl")
 
@@ -327,6 +328,8 @@ class Workspace:
                 self._clone()
             else:
                 self._remove_stale_git_locks()
+            import git
+
             self._repo = git.Repo(self.root)
             self._check_origin()
         except BaseException:
@@ -1050,6 +1053,8 @@ def repository(repo_root: Path) -> Iterator[git.Repo]:
     """GitPython's ``Repo`` of ``repo_root`` for reading commits (:class:`GitTree`), closed on
     exit (ending its ``git cat-file`` helpers). Raises :class:`GitError` when it is none."""
     try:
+        import git
+
         repo = git.Repo(repo_root)
     except (git.GitError, OSError) as exc:
         raise GitError(f"{repo_root} is not a git repository: {exc}") from exc
@@ -1131,6 +1136,8 @@ class GitTree:
         if entry.oid is None:  # pragma: no cover - every listed file has an object id
             raise kind_problem(entry)
         try:
+            import git
+
             data: bytes = self._repo.odb.stream(bytes.fromhex(entry.oid)).read()
         except (ValueError, git.GitError) as exc:
             raise Unreadable(

@@ -25,12 +25,12 @@ from controller.model import (
 )
 from controller.output.jsondata import plan_json
 from controller.platform.protocol import ReleaseSnapshot
-from controller.platform.sim.clock import ClockMode, ClockSetting, to_datetime
-from controller.platform.sim.model import FaultSettings
 
 if TYPE_CHECKING:
     from controller.check import CheckResult
     from controller.manifests import LoadResult, Problem
+    from controller.platform.sim.clock import ClockSetting  # the simulator's pages only
+    from controller.platform.sim.model import FaultSettings
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
 
@@ -317,6 +317,8 @@ def release_text(r: ReleaseSnapshot) -> str:
 
 def clock_text(setting: ClockSetting) -> str:
     """``clock: manual, now 2026-11-25T10:02:00Z``, or real time with its offset."""
+    from controller.platform.sim.clock import ClockMode, to_datetime
+
     now = iso_time(to_datetime(setting.now()))
     if setting.mode is ClockMode.MANUAL:
         return f"clock: manual, now {now}"

@@ -20,7 +20,21 @@ Callers: :func:`controller.platform.open_platform` (``sim:PATH``), ``controller.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from controller.platform.sim.model import AppSettings, FaultSettings, ReviewMode, UploadedVersion
-from controller.platform.sim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from controller.platform.sim.simulator import Simulator
 
 __all__ = ["AppSettings", "FaultSettings", "ReviewMode", "Simulator", "UploadedVersion"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Simulator`` is imported on first use: the CLI's tables use the settings above without
+    # loading the simulator (``relctl validate`` starts faster).
+    if name == "Simulator":
+        from controller.platform.sim.simulator import Simulator
+
+        return Simulator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
