@@ -580,11 +580,11 @@ def child_cold(tmp: Path, profile: bool) -> int:
         peak = rss_kib()
         high_water[name] = peak / 1024 if peak else None
 
-    def timed_load(tree: Any) -> Any:
+    def timed_load(tree: Any, validation: Any = None) -> Any:
         mark("before manifests")
         started = time.perf_counter()
         try:
-            return real_load(tree)
+            return real_load(tree, validation)
         finally:
             loading[0] += time.perf_counter() - started
             mark("after manifests")

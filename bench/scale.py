@@ -359,10 +359,16 @@ def seed_simulator(db: Path, layout: Layout, template: Template) -> None:
         ).fetchall()
         if [tuple(r) for r in stored] != checks:
             raise RuntimeError("the simulator's release rows changed: update seed_simulator")
+        # list_releases' change sequence: one number per release after the template's, and
+        # the digest of the snapshot each shows (what save_release stores beside it)
+        top = conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM releases").fetchone()[0]
         conn.executemany(
             "INSERT INTO releases (release_id, seq, mini_program, target_app, version, stage, "
-            "due, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "due, data, change_seq, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (*row, top + number, tables.data_digest(row[-1]))
+                for number, row in enumerate(rows, start=1)
+            ],
         )
         tables.set_meta(conn, "counter:release", layout.releases)
 
