@@ -389,6 +389,40 @@ def test_an_unreachable_wechat_is_transient(tmp_path: Path) -> None:
         adapter.close()
 
 
+def test_the_secret_never_crosses_a_network_in_clear_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELCTL_WECHAT_LEDGER", str(tmp_path / "ledger.db"))
+    monkeypatch.setenv("RELCTL_WECHAT_APP_ID", APPID)
+    monkeypatch.setenv("RELCTL_WECHAT_APP_SECRET", SECRET)
+    with pytest.raises(ValueError, match="https://HOST"):
+        open_platform("wechat:http://api.weixin.qq.com")
+    open_platform("wechat:http://127.0.0.1:9").close()  # a gateway on this machine
+
+
+def test_an_answer_too_large_is_never_read_whole(tmp_path: Path) -> None:
+    """WeChat's answers are untrusted input: a body past 4 MiB is not read, and the outcome of
+    a change it answered is unknown (re-queried, never assumed)."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    huge = b"{" + b" " * (5 * 1024 * 1024) + b"}"
+
+    async def endless(_request: object) -> Response:
+        return Response(huge, media_type="application/json")
+
+    app = Starlette(routes=[Route("/{path:path}", endless, methods=["GET", "POST"])])
+    with serve_app(app) as url:
+        adapter = WeChatPlatform(url, app_id=APPID, app_secret=SECRET,
+                                 ledger=tmp_path / "l.db", sleep=lambda _s: None)  # fmt: skip
+        try:
+            with pytest.raises(Transient, match="larger than"):
+                adapter.find_releases(APPID, "wechat")
+        finally:
+            adapter.close()
+
+
 # --- the controller, end to end ---------------------------------------------------------------
 
 CONFIG = """\

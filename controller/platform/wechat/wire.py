@@ -24,12 +24,14 @@ Callers: :class:`controller.platform.wechat.adapter.WeChatPlatform` only.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,6 +59,8 @@ __all__ = [
 APP_ID_ENV = "RELCTL_WECHAT_APP_ID"
 APP_SECRET_ENV = "RELCTL_WECHAT_APP_SECRET"
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
+#: Largest answer read (a QR code image included); a larger one is not read at all.
+MAX_ANSWER = 4 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 #: The cached access token is renewed this many seconds before WeChat says it expires.
 REFRESH_MARGIN = 300.0
@@ -125,6 +129,19 @@ def cut(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def checked_base_url(url: str) -> str:
+    """``url`` without a trailing slash if it is https (or http to this machine, for a local
+    gateway); else ValueError: the app secret and access tokens never cross a network in
+    clear text."""
+    parts = urlsplit(url.strip())
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if (parts.scheme == "https" and parts.hostname) or (parts.scheme == "http" and local):
+        return url.strip().rstrip("/")
+    raise ValueError(
+        f"wechat: the base URL must be https://HOST (http only to this machine): {url!r}"
+    )
+
+
 class WeChatWire:
     """One mini program's authenticated connection to WeChat's API (one pooled httpx client)."""
 
@@ -141,7 +158,7 @@ class WeChatWire:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_base_url(base_url)
         self.app_id = app_id
         self.__secret = app_secret
         self._retries = max(retries, 0)
@@ -192,7 +209,7 @@ class WeChatWire:
         where = f"WeChat {path.rsplit('/', 1)[-1]}"
         self.calls[path] = self.calls.get(path, 0) + 1
         try:
-            response = self._client.request(method, path, json=body, params=params)
+            response, content = self._exchange(method, path, body, params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             name = type(error).__name__
             raise Transient(f"{where}: cannot reach {self.base_url}: {name}") from None
@@ -210,11 +227,16 @@ class WeChatWire:
             if response.status_code >= 500:
                 raise Transient(text)
             raise PlatformError(text)
+        if content is None:
+            text = f"{where}: the answer is larger than {MAX_ANSWER} bytes; not read"
+            if mutation:
+                raise Unknown(text + " (re-query before retrying)")
+            raise Transient(text)
         media = response.headers.get("content-type", "").split(";")[0].strip()
         if image and media.startswith("image/"):
-            return response.content, media
+            return content, media
         try:
-            data = response.json()
+            data = json.loads(content)
         except ValueError:
             if mutation:
                 raise Unknown(f"{where}: the answer is not JSON; re-query") from None
@@ -222,6 +244,24 @@ class WeChatWire:
         if not isinstance(data, dict):
             raise PlatformError(f"{where}: the answer is not a JSON object")
         return data
+
+    def _exchange(
+        self, method: str, path: str, body: Any, params: Mapping[str, str] | None
+    ) -> tuple[httpx.Response, bytes | None]:
+        """The response and its body, read up to :data:`MAX_ANSWER` bytes (None past it):
+        WeChat's answers are untrusted input, and a body is never read whole before its size
+        is known."""
+        request = self._client.build_request(method, path, json=body, params=params)
+        response = self._client.send(request, stream=True)
+        try:
+            content = bytearray()
+            for chunk in response.iter_bytes():
+                content += chunk
+                if len(content) > MAX_ANSWER:
+                    return response, None
+            return response, bytes(content)
+        finally:
+            response.close()
 
     def _raise(self, errcode: int, data: Mapping[str, Any], name: str, *, mutation: bool) -> None:
         errmsg = cut(data.get("errmsg"))
