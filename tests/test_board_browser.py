@@ -94,7 +94,11 @@ def shot(driver: object, path: Path, size: tuple[int, int]) -> Path:
 
 def settled_text(driver: object, element_id: str, wanted: str) -> str:
     """The text of ``element_id`` once it contains ``wanted`` (after a form's navigation)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
@@ -103,7 +107,14 @@ def settled_text(driver: object, element_id: str, wanted: str) -> str:
     found: list[str] = []
 
     def has(d: WebDriver) -> bool:
-        text = str(d.find_element(By.ID, element_id).text)
+        try:
+            text = str(d.find_element(By.ID, element_id).text)
+        except WebDriverException as exc:
+            # Chromium's answer for an element of the page being replaced by the form's
+            # navigation (not a StaleElementReferenceException): look again
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
         found[:] = [text]
         return wanted in text
 
