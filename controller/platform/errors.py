@@ -20,6 +20,9 @@ controller's ``act`` step turns them into outcomes recorded on one release::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 
 class PlatformError(Exception):
     """Base class of every error an adapter raises."""
@@ -118,3 +121,37 @@ ERROR_TYPES: dict[str, type[PlatformError]] = {
         PlatformUnusable,
     )
 }
+
+
+T = TypeVar("T")
+
+
+def retry_briefly(
+    call: Callable[[], T],
+    *,
+    retry_on: tuple[type[PlatformError], ...],
+    retries: int,
+    backoff: float,
+    max_retry_after: float,
+    sleep: Callable[[float], None],
+) -> T:
+    """``call()``, repeated at most ``retries`` times inside one adapter call on an error of
+    ``retry_on``: a :class:`RateLimited` after its ``retry_after`` when that is at most
+    ``max_retry_after`` seconds (a longer wait surfaces at once: the controller's backoff
+    takes over), any other after ``backoff * 2**attempt``. The adapters that speak HTTP
+    (``http.client``, ``wechat.wire``) share it; what each may repeat is theirs to say."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except retry_on as error:
+            if attempt >= retries:
+                raise
+            if isinstance(error, RateLimited):
+                if error.retry_after > max_retry_after:
+                    raise
+                delay = error.retry_after
+            else:
+                delay = backoff * (2**attempt)
+            attempt += 1
+            sleep(delay)

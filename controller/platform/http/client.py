@@ -39,6 +39,7 @@ from controller.platform.errors import (
     RateLimited,
     Transient,
     Unknown,
+    retry_briefly,
 )
 from controller.platform.http.contract import (
     API_PREFIX,
@@ -178,21 +179,15 @@ class HttpPlatform:
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
         key: str | None = None,
     ) -> Any:  # fmt: skip
-        attempt = 0
-        while True:
-            try:
-                return self._once(method, path, body=body, params=params, key=key)
-            except (Transient, Unknown, RateLimited) as error:
-                if attempt >= self._retries:
-                    raise
-                if isinstance(error, RateLimited):
-                    if error.retry_after > self._max_retry_after:
-                        raise
-                    delay = error.retry_after
-                else:
-                    delay = self._backoff * (2**attempt)
-                attempt += 1
-                self._sleep(delay)
+        # Unknown too: the Idempotency-Key makes the server replay instead of acting twice
+        return retry_briefly(
+            lambda: self._once(method, path, body=body, params=params, key=key),
+            retry_on=(Transient, Unknown, RateLimited),
+            retries=self._retries,
+            backoff=self._backoff,
+            max_retry_after=self._max_retry_after,
+            sleep=self._sleep,
+        )
 
     def _mutate(self, path: str, key: str, body: Any = None) -> Any:
         return self._call("POST", path, body=body if body is not None else {}, key=key)

@@ -44,6 +44,7 @@ from controller.platform.errors import (
     RateLimited,
     Transient,
     Unknown,
+    retry_briefly,
 )
 
 __all__ = [
@@ -307,22 +308,15 @@ class WeChatWire:
               params: Mapping[str, str] | None = None, *, mutation: bool = False,
               image: bool = False, ok: frozenset[int] = frozenset()) -> Any:  # fmt: skip
         """A call with bounded retries of what did not happen (Transient, short RateLimited)."""
-        attempt = 0
-        while True:
-            try:
-                return self._once(method, name, body, params, mutation=mutation, image=image,
-                                  ok=ok)  # fmt: skip
-            except (Transient, RateLimited) as error:
-                if attempt >= self._retries:
-                    raise
-                if isinstance(error, RateLimited):
-                    if error.retry_after > self._max_retry_after:
-                        raise
-                    delay = error.retry_after
-                else:
-                    delay = self._backoff * (2**attempt)
-                attempt += 1
-                self._sleep(delay)
+        # never Unknown: WeChat has no idempotency keys (mutate re-queries instead)
+        return retry_briefly(
+            lambda: self._once(method, name, body, params, mutation=mutation, image=image, ok=ok),
+            retry_on=(Transient, RateLimited),
+            retries=self._retries,
+            backoff=self._backoff,
+            max_retry_after=self._max_retry_after,
+            sleep=self._sleep,
+        )
 
     def mutate(self, name: str, body: Any, done: Callable[[], bool],
                 ok: frozenset[int] = frozenset()) -> Any:  # fmt: skip
