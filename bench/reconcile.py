@@ -51,7 +51,6 @@ import os
 import pstats
 import resource
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+
+from benchutil import count_mutations, isolate_git, reset_peak_rss
 
 from controller import access, gitops, lease, reconcile
 from controller.daemon import Controller
@@ -128,19 +129,6 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 # git, isolated from the machine's configuration
 # --------------------------------------------------------------------------------------------
-
-
-def isolate_git(home: Path) -> None:
-    """Make every git call (ours and the controller's) ignore global and system config."""
-    for name in list(os.environ):
-        if name.startswith("GIT_") and not name.startswith("GIT_PYTHON"):
-            del os.environ[name]
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / ".gitconfig"
-    config.write_text("[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n")
-    os.environ["GIT_CONFIG_GLOBAL"] = str(config)
-    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
-    os.environ["GIT_TERMINAL_PROMPT"] = "0"
 
 
 PERSON = {
@@ -265,22 +253,6 @@ class TimedWorkspace(Workspace):
             super()._fetch()
         finally:
             self.fetch_seconds += time.perf_counter() - started
-
-
-def count_mutations(db: Path) -> int:
-    """Platform mutations that took effect so far (one idempotency record each)."""
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM idempotency").fetchone()
-    return int(row[0])
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux >= 4.0); False when not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def rss_kib(field: str = "VmHWM") -> int | None:

@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from benchutil import count_mutations, isolate_git, reset_peak_rss
 from click.testing import CliRunner
 
 from controller.cli import cli
@@ -114,19 +115,6 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def isolate_git(home: Path) -> None:
-    """Make every git call (ours and the controller's) ignore global and system config."""
-    for name in list(os.environ):
-        if name.startswith("GIT_") and not name.startswith("GIT_PYTHON"):
-            del os.environ[name]
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / ".gitconfig"
-    config.write_text("[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n")
-    os.environ["GIT_CONFIG_GLOBAL"] = str(config)
-    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
-    os.environ["GIT_TERMINAL_PROMPT"] = "0"
-
-
 def git(cwd: Path, *args: str, data: bytes | None = None) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True, check=False)
     if done.returncode != 0:
@@ -151,22 +139,6 @@ def fast_import(bare: Path, files: Mapping[str, str], message: str, *, parent: b
 
 def remote_commits(bare: Path) -> int:
     return int(git(bare, "rev-list", "--count", "refs/heads/main"))
-
-
-def count_mutations(db: Path) -> int:
-    """Platform mutations that took effect so far (one idempotency record each)."""
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM idempotency").fetchone()
-    return int(row[0])
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux >= 4.0); False when not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def peak_rss_mb() -> float | None:

@@ -1,0 +1,41 @@
+"""What the controller benchmarks share: git isolated from the machine, counting the
+platform's mutations, and resetting the process's RSS high-water mark.
+
+Imported by ``bench/reconcile.py`` and ``bench/scale.py`` (a script's directory is on
+``sys.path``, so they import it by name).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+
+def isolate_git(home: Path) -> None:
+    """Make every git call (ours and the controller's) ignore global and system config."""
+    for name in list(os.environ):
+        if name.startswith("GIT_") and not name.startswith("GIT_PYTHON"):
+            del os.environ[name]
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / ".gitconfig"
+    config.write_text("[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n")
+    os.environ["GIT_CONFIG_GLOBAL"] = str(config)
+    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
+    os.environ["GIT_TERMINAL_PROMPT"] = "0"
+
+
+def count_mutations(db: Path) -> int:
+    """Platform mutations that took effect so far (one idempotency record each)."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM idempotency").fetchone()
+    return int(row[0])
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux >= 4.0); False when not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
