@@ -10,8 +10,11 @@ manifests of the head were validated anew (the others came from the validation c
 
 1. cold: no cache yet (every manifest is validated; the cache is written);
 2. warm, same head: the cache has every blob;
-3. warm, a new head: a second commit on ``pr`` touches another manifest (one new blob);
-   the case of a pull request's next push. Target: <= 0.5 s.
+3. warm, a new head: one more commit on ``pr`` touches another manifest (one new blob);
+   the case of a pull request's next push (each repetition pushes another). Target:
+   <= 0.5 s.
+
+Warm figures are medians of ``--repeat`` runs.
 
 Then the same three in process (``check_change``, after the imports) and the import time of
 the CLI alone (``python -c "import controller.cli"``), which every ``relctl`` command pays.
@@ -30,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from validate import generate  # bench/validate.py: the script's directory is on sys.path
+from benchutil import compile_bytecode  # bench/ is on sys.path: the script's directory
+from validate import generate
 
 ACCESS = """apiVersion: relctl/v1
 kind: Access
@@ -108,9 +112,10 @@ def cache_file(root: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--count", type=int, default=10_000, help="manifests (10000)")
-    parser.add_argument("-r", "--repeat", type=int, default=3, help="warm runs; median (3)")
+    parser.add_argument("-r", "--repeat", type=int, default=5, help="warm runs; median (5)")
     args = parser.parse_args()
     relctl = str(Path(sys.executable).parent / "relctl")
+    print(compile_bytecode())
     with tempfile.TemporaryDirectory(prefix="relctl-bench-check-") as tmp:
         root = Path(tmp) / "repo"
         root.mkdir()
@@ -128,12 +133,14 @@ def main() -> int:
             git(root, "reset", "-q", "--hard", "main")
             touch(root, "releases/mp00001/gcash.yaml")
             rows = []
+            # Mini programs whose generated gcash manifest has grayscale 0 (touch raises it).
+            untouched = (f"releases/mp{n:05d}/gcash.yaml" for n in range(2, 10**5) if n % 4)
             for name in ("cold (no cache)", "warm, same head", "warm, a new head"):
-                if name == "warm, a new head":
-                    touch(root, "releases/mp00002/gcash.yaml")
-                repeat = 1 if name != "warm, same head" else args.repeat
+                repeat = 1 if name.startswith("cold") else args.repeat
                 walls, revalidated = [], "?"
                 for _ in range(repeat):
+                    if name == "warm, a new head":  # each run: one more commit on pr
+                        touch(root, next(untouched))
                     if label == "CLI":
                         wall, _tail = cli_run(relctl, root)
                         walls.append(wall)

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import compile_bytecode  # bench/ is on sys.path: the script's directory
+
 APPS = {"gcash": "GCash", "dana": "DANA", "tng": "Touch 'n Go"}
 
 CONFIG = """apiVersion: relctl/v1
@@ -216,6 +218,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     relctl = shutil.which("relctl", path=str(Path(sys.executable).parent)) or "relctl"
+    print(compile_bytecode())
     with tempfile.TemporaryDirectory(prefix="relctl-bench-") as tmp:
         root = Path(tmp) / "repo"
         root.mkdir()

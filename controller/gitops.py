@@ -1042,10 +1042,11 @@ def run_git(
 
 
 _GIT_KINDS = {
-    "blob": EntryKind.FILE,
-    "tree": EntryKind.DIRECTORY,
-    "commit": EntryKind.SUBMODULE,
+    b"blob": EntryKind.FILE,
+    b"tree": EntryKind.DIRECTORY,
+    b"commit": EntryKind.SUBMODULE,
 }
+_FILE_MODES = (b"100644", b"100755")
 
 
 @contextlib.contextmanager
@@ -1083,17 +1084,28 @@ class GitTree:
     The listings of the last :data:`LISTINGS_KEPT` commits are kept (a commit's tree never
     changes): a daemon's passes over an unchanged main list 200,000 entries once, not every
     pass. :attr:`listed` counts the listings actually read.
+
+    ``lazy=True`` is for a reader of a few paths (``relctl check`` reads a handful of files
+    of the base revision): each directory is listed when first visited, with one
+    ``git ls-tree -l`` of its tree object, parsed the same way, so a 10,000-release base
+    costs a few directory listings instead of all 20,000 entries.
     """
 
     #: Commits listed with ``ls-tree`` since the process started (cached ones not counted).
     listed = 0
 
-    def __init__(self, repo: git.Repo, commit: str) -> None:
+    def __init__(self, repo: git.Repo, commit: str, *, lazy: bool = False) -> None:
         self._repo = repo
         root = str(repo.working_tree_dir or repo.git_dir)
+        self._root = root
         self._commit = run_git(
             root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
         ).text.strip()
+        self._lazy = lazy
+        if lazy:
+            self._entries: dict[str, Entry] = {}
+            self._children: dict[str, list[Entry]] = {}
+            return
         key = (os.path.realpath(repo.git_dir), self._commit)
         with _listings_lock:
             listing = _listings.get(key)
@@ -1113,6 +1125,18 @@ class GitTree:
     def entry(self, path: str) -> Entry | None:
         if path == "":
             return Entry("", EntryKind.DIRECTORY)
+        if self._lazy:
+            parent = path.rpartition("/")[0]
+            if parent:
+                above = self.entry(parent)
+                if above is None:
+                    return None
+                if above.kind in (EntryKind.SYMLINK, EntryKind.SUBMODULE):
+                    return Entry(path, above.kind)  # under a link: reported as the link
+                if above.kind is not EntryKind.DIRECTORY:
+                    return None
+            self._list_directory(parent)
+            return self._entries.get(path)
         found = self._entries.get(path)
         if found is not None:
             return found
@@ -1126,10 +1150,28 @@ class GitTree:
         return None
 
     def children(self, path: str) -> list[Entry]:
-        return sorted(self._children.get(path, ()), key=lambda e: e.path)
+        if self._lazy:
+            here = self.entry(path)
+            if here is None or here.kind is not EntryKind.DIRECTORY:
+                return []
+            self._list_directory(path)
+        return list(self._children.get(path, ()))  # sorted when listed
 
     def walk(self, path: str) -> Iterator[Entry]:
         return walk(self, path)
+
+    def _list_directory(self, path: str) -> None:
+        """(lazy) List directory ``path`` (known to be one) from its tree object, once."""
+        if path in self._children:
+            return
+        if path:
+            tree = self._entries[path].oid
+            assert tree is not None  # listed directories carry their tree's id
+        else:
+            tree = self._commit
+        listing = run_git(self._root, "ls-tree", "-l", "-z", "--end-of-options", tree)
+        self._children[path] = []
+        _parse_listing(listing.out, f"{path}/" if path else "", self._entries, self._children)
 
     def read(self, path: str, limit: int) -> bytes:
         entry = readable_entry(self, path, limit)
@@ -1154,24 +1196,47 @@ def _list_commit(root: str, commit: str) -> _Listing:
     listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit)
     entries: dict[str, Entry] = {}
     children: dict[str, list[Entry]] = {"": []}
-    for record in listing.out.split(b"\0"):
+    _parse_listing(listing.out, "", entries, children, recursive=True)
+    return entries, children
+
+
+def _parse_listing(
+    out: bytes,
+    prefix: str,
+    entries: dict[str, Entry],
+    children: dict[str, list[Entry]],
+    *,
+    recursive: bool = False,
+) -> None:
+    """Add the records of ``git ls-tree -l -z`` (paths below ``prefix``) to ``entries`` and
+    to their directories' lists in ``children``; with ``recursive`` (``-r -t``: every
+    directory's entries are in ``out``) each directory gets its own list, empty if need be."""
+    file, directory = EntryKind.FILE, EntryKind.DIRECTORY
+    for record in out.split(b"\0"):
         if not record:
             continue
         meta, _tab, raw_path = record.partition(b"\t")
         mode, kind_name, oid, size = meta.split(None, 3)
-        path = raw_path.decode("utf-8", "surrogateescape")
-        kind = _GIT_KINDS.get(kind_name.decode(), EntryKind.SPECIAL)
-        if kind is EntryKind.FILE and mode == b"120000":
-            kind = EntryKind.SYMLINK
-        elif kind is EntryKind.FILE and mode not in (b"100644", b"100755"):
-            kind = EntryKind.SPECIAL
-        entry = Entry(path, kind, int(size) if kind is EntryKind.FILE else 0, oid.decode())
+        path = prefix + raw_path.decode("utf-8", "surrogateescape")
+        kind = _GIT_KINDS.get(kind_name, EntryKind.SPECIAL)
+        if kind is file and mode not in _FILE_MODES:
+            kind = EntryKind.SYMLINK if mode == b"120000" else EntryKind.SPECIAL
+        entry = Entry(path, kind, int(size) if kind is file else 0, oid.decode("ascii"))
         entries[path] = entry
         parent = path.rpartition("/")[0]
-        children.setdefault(parent, []).append(entry)
-        if kind is EntryKind.DIRECTORY:
-            children.setdefault(path, [])
-    return entries, children
+        listed = children.get(parent)
+        if listed is None:
+            listed = children[parent] = []
+        listed.append(entry)
+        if kind is directory and recursive and path not in children:
+            children[path] = []
+    for listed in children.values():
+        listed.sort(key=_entry_path)  # by path, as RepoFiles.children promises (git's order
+        # differs: it sorts a directory as if its name ended with '/')
+
+
+def _entry_path(entry: Entry) -> str:
+    return entry.path
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,12 @@ Called by ``controller.manifests`` (loading), ``controller.reconcile`` (status f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import stat
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,8 +126,21 @@ class RepoFiles(Protocol):
 _CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
+#: The common case of a plain path, decided by one match: names of portable characters that
+#: do not start with a dot ('.' and '..' components, and dotfiles, take the full check).
+_PLAIN_PATH = re.compile(
+    r"[A-Za-z0-9_@+=,~-][A-Za-z0-9_.@+=,~-]*(?:/[A-Za-z0-9_@+=,~-][A-Za-z0-9_.@+=,~-]*)*"
+)
+
+
 def check_path(path: str) -> str | None:
     """Why ``path`` is not a plain repository-relative path, or None when it is one."""
+    if _PLAIN_PATH.fullmatch(path):
+        return None
+    return _check_path_fully(path)
+
+
+def _check_path_fully(path: str) -> str | None:
     if not path:
         return "the path is empty"
     try:
@@ -241,13 +258,20 @@ def _kind(mode: int) -> EntryKind:
 class WorkTree:
     """A release repository as a directory on disk (``relctl validate``, pre-commit).
 
-    Reads are link-free and bounded: every component of a path is inspected with ``lstat``,
-    a file is opened with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block it) and checked to
-    be a regular file on the open descriptor, and at most ``limit + 1`` bytes are read.
+    Reads are link-free and bounded. Each directory on the way is opened relative to its
+    parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW`` (a link anywhere in the path fails
+    the open, and a directory swapped for a link after it was opened is not followed either);
+    the file is opened relative to its directory with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO
+    cannot block it) and checked to be a regular file on the open descriptor; at most
+    ``limit + 1`` bytes are read. The last few directory descriptors are kept open, because
+    a repository is read directory by directory. Where ``dir_fd`` is not supported, or when
+    a read fails, every component is inspected with ``lstat`` instead, which also says
+    precisely what is in the way.
     """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.abspath(root))
+        self._directories = _DirectoryCache(str(self.root))
 
     @property
     def revision(self) -> str | None:
@@ -280,34 +304,50 @@ class WorkTree:
         return None  # pragma: no cover - the loop always returns
 
     def children(self, path: str) -> list[Entry]:
-        here = self.entry(path)
-        if here is None or here.kind is not EntryKind.DIRECTORY:
+        if path and check_path(path) is not None:
             return []
-        found: list[Entry] = []
+        where: int | str
         try:
-            with os.scandir(self._full(path)) as listing:
+            where = self._directories.open(path) if _DIR_FD else self._full(path)
+        except OSError:
+            return []  # missing, a link, not a directory: nothing to list
+        if not _DIR_FD:
+            here = self.entry(path)
+            if here is None or here.kind is not EntryKind.DIRECTORY:
+                return []
+        found: list[Entry] = []
+        prefix = f"{path}/" if path else ""
+        try:
+            with os.scandir(where) as listing:
                 for item in listing:
                     # Odd names (a newline, a backslash) are listed: callers report them.
-                    child = f"{path}/{item.name}" if path else item.name
                     try:
                         info = item.stat(follow_symlinks=False)
                     except OSError:
                         continue
                     kind = _kind(info.st_mode)
-                    found.append(Entry(child, kind, info.st_size if kind is EntryKind.FILE else 0))
+                    size = info.st_size if kind is EntryKind.FILE else 0
+                    found.append(Entry(prefix + item.name, kind, size))
         except OSError:
             return []
-        return sorted(found, key=lambda e: e.path)
+        found.sort(key=_by_path)
+        return found
 
     def walk(self, path: str) -> Iterator[Entry]:
         return walk(self, path)
 
     def read(self, path: str, limit: int) -> bytes:
+        if _DIR_FD and check_path(path) is None:
+            directory, _, name = path.rpartition("/")
+            try:
+                fd = os.open(name, _FILE_FLAGS, dir_fd=self._directories.open(directory))
+            except OSError:
+                pass  # the lstat walk below says what is in the way
+            else:
+                return _read_open(path, fd, limit)
         readable_entry(self, path, limit)
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         try:
-            fd = os.open(self._full(path), flags)
+            fd = os.open(self._full(path), _FILE_FLAGS)
         except OSError as exc:
             raise Unreadable(
                 path,
@@ -315,33 +355,110 @@ class WorkTree:
                 f"{path} cannot be read: {exc.strerror or exc}",
                 "check the file's permissions",
             ) from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):  # swapped after lstat: still refused
-                raise kind_problem(Entry(path, _kind(info.st_mode)))
-            if info.st_size > limit:
-                raise size_problem(path, info.st_size, limit)
-            chunks: list[bytes] = []
-            remaining = limit + 1
-            while remaining > 0:
-                chunk = os.read(fd, min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            data = b"".join(chunks)
-        except OSError as exc:
-            raise Unreadable(
-                path,
-                UnreadableCode.UNREADABLE,
-                f"{path} cannot be read: {exc.strerror or exc}",
-                "check the file",
-            ) from None
-        finally:
-            os.close(fd)
-        if len(data) > limit:  # grew while being read
-            raise size_problem(path, len(data), limit)
-        return data
+        return _read_open(path, fd, limit)
+
+    def close(self) -> None:
+        """Close the directory descriptors kept open (also done when it is collected)."""
+        self._directories.close()
+
+
+#: Whether ``os.open`` and ``os.scandir`` take a directory descriptor here (POSIX: yes).
+_DIR_FD = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_DIR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _by_path(entry: Entry) -> str:
+    return entry.path
+
+
+class _DirectoryCache:
+    """Open descriptors of a work tree's directories, the last :attr:`KEEP` used.
+
+    ``open("releases/shop")`` opens ``releases`` relative to the root and ``shop`` relative
+    to ``releases``, each with ``O_NOFOLLOW``: the descriptor is of the directory at that
+    path with no link on the way, or ``OSError`` (``ELOOP``, ``ENOTDIR``, ``ENOENT``). The
+    descriptors are closed when they fall out, by :meth:`close`, or with the object.
+    """
+
+    KEEP = 16
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._open: OrderedDict[str, int] = OrderedDict()
+        self._finalizer = weakref.finalize(self, _close_all, self._open)
+
+    def open(self, path: str) -> int:
+        fd = self._open.get(path)
+        if fd is not None:
+            self._open.move_to_end(path)
+            return fd
+        if path:
+            parent, _, name = path.rpartition("/")
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.open(parent))
+        else:
+            fd = os.open(self._root, _DIR_FLAGS & ~getattr(os, "O_NOFOLLOW", 0))
+        self._open[path] = fd
+        while len(self._open) > self.KEEP:
+            os.close(self._open.popitem(last=False)[1])
+        return fd
+
+    def close(self) -> None:
+        _close_all(self._open)
+
+
+def _close_all(descriptors: OrderedDict[str, int]) -> None:
+    while descriptors:
+        with contextlib.suppress(OSError):
+            os.close(descriptors.popitem()[1])
+
+
+def _read_open(path: str, fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file open at ``fd`` (closed here)."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO, device, directory: refused
+            raise kind_problem(Entry(path, _kind(info.st_mode)))
+        if info.st_size > limit:
+            raise size_problem(path, info.st_size, limit)
+        # One read of the size fstat gave, plus one byte: a short read of a regular file is
+        # its end; a file that grows meanwhile is read on, up to the limit.
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        want = info.st_size + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, want))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+            if len(chunk) < want:
+                break
+            want = 1 << 20
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise Unreadable(
+            path,
+            UnreadableCode.UNREADABLE,
+            f"{path} cannot be read: {exc.strerror or exc}",
+            "check the file",
+        ) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grew while being read
+        raise size_problem(path, len(data), limit)
+    return data
 
 
 class MemoryFiles:

@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from controller.model import (
     AnalysisRun,
     AnalysisTemplate,
@@ -233,12 +231,16 @@ class Freeze:
 
 
 def _last_start(window: FreezeWindow, now: datetime) -> datetime:
+    from croniter import croniter  # only repositories with freeze windows pay its import
+
     local = now.astimezone(ZoneInfo(window.time_zone)) + timedelta(seconds=1)
     start: datetime = croniter(window.schedule, local).get_prev(datetime)
     return start.astimezone(UTC)
 
 
 def _next_start(window: FreezeWindow, now: datetime) -> datetime:
+    from croniter import croniter
+
     local = now.astimezone(ZoneInfo(window.time_zone))
     start: datetime = croniter(window.schedule, local).get_next(datetime)
     return start.astimezone(UTC)

@@ -308,7 +308,12 @@ def test_a_path_outside_the_repository_is_a_caller_error(repo: Path, tmp_path: P
         load_repository(repo, [tmp_path])
 
 
-def test_two_worker_processes_give_the_same_result(repo: Path) -> None:
+def test_two_worker_processes_give_the_same_result(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 4: the worker and the caller (stealing batches when the worker is behind)
+    both parse, and what comes out is the same as one process's, refusals included."""
+    monkeypatch.setattr("controller.manifests.repository._BATCH", 4)
     for n in range(30):
         write(
             repo,
@@ -319,9 +324,14 @@ def test_two_worker_processes_give_the_same_result(repo: Path) -> None:
             .replace("[testers/gcash.csv]", "[]")
             .replace("grayscale: 0", "grayscale: 120" if n % 7 == 0 else "grayscale: 0"),
         )
+    os.symlink("/etc/hostname", repo / "releases" / "mp03" / "dana.yaml")
+    write(repo, "releases/mp04/dana.yaml", "spec: [unclosed\n")
+    write(repo, "releases/mp05/gcash.yml", (repo / "releases/mp05/gcash.yaml").read_text())
     serial = load_repository(repo, workers=1)
     parallel = load_repository(repo, workers=2)
-    assert serial.problems == parallel.problems and len(serial.problems) == 5
+    codes = {p.code for p in serial.problems}
+    assert codes == {"not-a-file", "yaml-syntax", "duplicate-release", "schema"}
+    assert serial.problems == parallel.problems and len(serial.problems) == 9
     assert [r.key for r in serial.releases] == [r.key for r in parallel.releases]
     assert serial.invalid == parallel.invalid
 

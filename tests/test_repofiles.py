@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.repofiles import EntryKind, Unreadable, UnreadableCode, WorkTree, check_path
 
@@ -131,6 +133,39 @@ def test_git_tree_reads_blobs_not_the_work_tree(commit_tree: tuple[Path, str]) -
         assert names == ["releases/shop/dana.yaml", "releases/shop/gcash.yaml"]
 
 
+def test_a_lazy_git_tree_reads_the_same_entries_as_a_whole_listing(
+    commit_tree: tuple[Path, str],
+) -> None:
+    """``lazy=True`` lists a directory when first visited (``relctl check``'s base): every
+    entry, child list and refusal is the same as the whole listing's, links, submodules and
+    paths under them included."""
+    import git as gitpython
+
+    from controller.gitops import GitTree
+
+    root, _sha = commit_tree
+    (root / "releases" / "shop" / "a-b.csv").write_text("x\n")  # git sorts it after "a/"
+    (root / "releases" / "shop" / "a").mkdir()
+    (root / "releases" / "shop" / "a" / "b.csv").write_text("y\n")
+    _git(root, "add", "releases/shop/a-b.csv", "releases/shop/a/b.csv")
+    _git(root, "update-index", "--add", "--cacheinfo", f"160000,{_sha},releases/sub")
+    _git(root, "-c", "user.email=a@example.com", "-c", "user.name=A", "commit", "-qm", "z")
+    with gitpython.Repo(root) as repo:
+        whole, lazy = GitTree(repo, "HEAD"), GitTree(repo, "HEAD", lazy=True)
+        paths = [e.path for e in whole.walk("")]
+        assert "releases/sub" in paths and "releases/shop/a/b.csv" in paths
+        probes = [*paths, *(f"{p}/x.yaml" for p in paths), "nope", "releases/nope/x.yaml"]
+        for path in ["", *probes]:
+            assert lazy.entry(path) == whole.entry(path), path
+            assert lazy.children(path) == whole.children(path), path
+        assert [e.path for e in lazy.walk("")] == paths
+        assert lazy.read("releases/shop/gcash.yaml", 100) == b"kind: Release\n"
+        with pytest.raises(Unreadable):
+            lazy.read("releases/rewards/tng.yaml", 100)
+        shop = [e.name for e in whole.children("releases/shop")]
+        assert shop == sorted(shop)
+
+
 def test_run_git_bounds_output_and_names_failures(commit_tree: tuple[Path, str]) -> None:
     from controller.gitops import GitError, run_git
 
@@ -153,3 +188,10 @@ def test_memory_files_imply_directories_and_bound_reads() -> None:
         files.read("access.yaml", 3)
     with pytest.raises(Unreadable):
         files.read("releases", 100)
+
+
+@given(st.text(alphabet="ab.-_/\\:~@ \n\t\x7fé0", max_size=12))
+def test_the_plain_path_shortcut_never_accepts_what_the_full_check_refuses(path: str) -> None:
+    from controller.repofiles import _check_path_fully
+
+    assert check_path(path) == _check_path_fully(path)

@@ -171,3 +171,35 @@ def test_an_invalid_schema_fails_at_start_up(
             schema_module.check_schemas()
     finally:
         schema_module._schemas.cache_clear()
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_ref_in_the_shipped_schemas_resolves_in_the_reference_validator() -> None:
+    """Start-up compiles the schemas with jsonschema-rs, which resolves the references it
+    uses; this walks every ``$ref``, used or not, through ``referencing`` (the registry the
+    reference validator explains errors with)."""
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    documents = [schema(name) for name in NAMES]
+    registry: Registry[Any] = Registry().with_resources(
+        (doc["$id"], DRAFT202012.create_resource(doc)) for doc in documents
+    )
+    refs = 0
+    for document in documents:
+        resolver = registry.resolver(base_uri=document["$id"])
+        for ref in _refs(document):
+            resolver.lookup(ref)  # raises on a dangling reference
+            refs += 1
+    assert refs > 10

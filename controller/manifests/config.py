@@ -17,8 +17,6 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from controller.manifests.documents import as_files, located_in, read_document
 from controller.manifests.patterns import PatternError, compile_pattern
 from controller.manifests.problems import Located, Problem, Severity, file_problem
@@ -158,6 +156,8 @@ def _freeze_windows(
     problems: list[Problem],
 ) -> tuple[FreezeWindow, ...]:
     """``freezeWindows``: cron schedules that parse, known time zones, declared apps."""
+    from croniter import croniter  # only repositories with freeze windows pay its import
+
     windows: list[FreezeWindow] = []
     for index, item in enumerate(data):
         where: list[str | int] = ["freezeWindows", index]

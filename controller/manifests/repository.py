@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import posixpath
 import threading
+from collections import deque
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -410,29 +411,31 @@ def _relative(files: RepoFiles, given: str | os.PathLike[str]) -> str:
 # Parsing and schema checks, in one or two processes
 # --------------------------------------------------------------------------------------------
 
-#: The caller's share of the parsing relative to a worker's: the caller also reads every
-#: file and runs the semantic checks while the workers parse. Measured as CPU time of each
-#: process on 10,000 manifests (wall time is too noisy on a shared machine): 0.1 gives both
-#: about the same (~1.3 s each); 0.3 left the caller ~0.45 s behind its worker.
-_CALLER_SHARE = 0.1
-#: Files sent to a worker process at a time (it starts on the first batch while the caller
-#: reads the next).
+#: Files in one batch: what a worker process is sent at a time, and what the caller parses
+#: itself when it would otherwise wait (small enough that neither side idles long at the end).
 _BATCH = 500
+#: Batches queued for the workers ahead of the one the caller waits on: enough that a worker
+#: never waits for the caller to read the next one.
+_AHEAD = 4
 
 
 def _check_documents(
     files: RepoFiles, manifests: Sequence[str], workers: int | None
 ) -> Iterator[Document]:
     """Read every manifest here, through ``files``; parse and schema-check them here and, for
-    large repositories, in worker processes that are sent bytes, never paths. Documents come
-    as they are ready, so the caller's semantic checks overlap the workers' parsing."""
+    large repositories, in worker processes that are sent bytes, never paths.
+
+    The work is shared by stealing, not by a fixed split: batches are queued for the workers
+    a few ahead, and whenever the oldest is not done yet the caller parses the next unsent
+    batch itself instead of waiting. Documents come as they are ready (not in path order),
+    so the caller's semantic checks overlap the workers' parsing, and whichever side is
+    faster on this machine does more of it.
+    """
     if workers is None:
         workers = 2 if len(manifests) >= PARALLEL_THRESHOLD and (os.cpu_count() or 1) > 1 else 1
     if workers <= 1 or len(manifests) < 2:
         yield from (read_document(files, file, "Release") for file in manifests)
         return
-    share = int(len(manifests) * _CALLER_SHARE / workers)
-    own, rest = manifests[:share], manifests[share:]
     # fork is cheap (nothing to import again) but unsafe once threads run (the daemon):
     # then forkserver, which costs a fresh interpreter importing this module.
     method = "fork" if threading.active_count() == 1 and os.name == "posix" else "forkserver"
@@ -442,19 +445,30 @@ def _check_documents(
     except OSError:  # no processes to be had: do it all here
         yield from (read_document(files, file, "Release") for file in manifests)
         return
+    batches = deque(manifests[start : start + _BATCH] for start in range(0, len(manifests), _BATCH))
+    sent: deque[tuple[list[tuple[str, bytes]], Future[list[Document]] | None]] = deque()
     with pool:
-        sent: list[tuple[list[tuple[str, bytes]], Future[list[Document]] | None]] = []
-        refused: list[Document] = []
-        for start in range(0, len(rest), _BATCH):
-            read, unreadable = _read_batch(files, rest[start : start + _BATCH])
-            refused.extend(unreadable)
-            try:
-                sent.append((read, pool.submit(check_chunk, "Release", read)))
-            except (OSError, RuntimeError):  # a broken pool: this batch is parsed here
-                sent.append((read, None))
-        yield from refused
-        yield from (read_document(files, file, "Release") for file in own)
-        for read, future in sent:
+        while batches or sent:
+            while batches and len(sent) < _AHEAD * (workers - 1):
+                read, refused = _read_batch(files, batches.popleft())
+                yield from refused
+                try:
+                    sent.append((read, pool.submit(check_chunk, "Release", read)))
+                except (OSError, RuntimeError):  # a broken pool: this batch is parsed here
+                    sent.append((read, None))
+            read, future = sent[0]
+            if future is not None and not future.done():
+                if batches:  # steal the last unsent batch
+                    read, refused = _read_batch(files, batches.pop())
+                    yield from refused
+                    yield from check_chunk("Release", read)
+                    continue
+                last_read, last = sent[-1]
+                if len(sent) > 1 and last is not None and last.cancel():  # not started: take it
+                    sent.pop()
+                    yield from check_chunk("Release", last_read)
+                    continue
+            sent.popleft()
             try:
                 done = future.result() if future is not None else None
             except (OSError, BrokenProcessPool):

@@ -8,14 +8,12 @@ document that failed, the reference validator (jsonschema) that explains each er
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import jsonschema_rs
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 
 from controller.schemas import SCHEMA_DIR as PACKAGED_SCHEMAS
 
@@ -37,7 +35,6 @@ class SchemaSetError(RuntimeError):
 @dataclass(frozen=True)
 class _Schemas:
     documents: Mapping[str, dict[str, Any]]
-    registry: Registry[Any]
     fast: Mapping[str, Any]  # kind -> jsonschema_rs validator
 
 
@@ -45,10 +42,12 @@ class _Schemas:
 def _schemas() -> _Schemas:
     """Load, check and compile the schema set once per process.
 
-    Checks every schema against the Draft 2020-12 meta-schema and resolves every ``$ref``
-    now, so a broken schema fails at start-up rather than at the first document using it.
-    The reference validator (``jsonschema``) is built on first use only: importing it costs
-    ~0.7 s (its format checkers), which only runs that find a problem should pay.
+    Checks every schema against the Draft 2020-12 meta-schema and compiles it with
+    jsonschema-rs, which resolves every ``$ref`` now (a dangling one raises), so a broken
+    schema fails at start-up rather than at the first document using it. The reference
+    validator (``jsonschema``, with ``referencing``'s registry) is built on first use only:
+    importing it costs ~0.7 s (its format checkers), which only runs that find a problem
+    should pay.
     """
     documents: dict[str, dict[str, Any]] = {}
     for kind, name in SCHEMA_FILES.items():
@@ -60,16 +59,6 @@ def _schemas() -> _Schemas:
         if document.get("$id") != SCHEMA_BASE + name:
             raise SchemaSetError(f"schema {name}: $id must be {SCHEMA_BASE + name}")
         documents[kind] = document
-    registry: Registry[Any] = Registry().with_resources(
-        (doc["$id"], DRAFT202012.create_resource(doc)) for doc in documents.values()
-    )
-    for document in documents.values():
-        resolver = registry.resolver(base_uri=document["$id"])
-        for ref in _refs(document):
-            try:
-                resolver.lookup(ref)
-            except Exception as exc:
-                raise SchemaSetError(f"{document['$id']}: dangling $ref {ref}") from exc
     fast_registry = jsonschema_rs.Registry([(doc["$id"], doc) for doc in documents.values()])
     try:
         fast = {
@@ -80,18 +69,23 @@ def _schemas() -> _Schemas:
         }
     except (ValueError, jsonschema_rs.ValidationError) as exc:
         raise SchemaSetError(f"schemas: {exc}") from exc
-    return _Schemas(documents=documents, registry=registry, fast=fast)
+    return _Schemas(documents=documents, fast=fast)
 
 
 @cache
 def reference_validator(kind: str) -> Any:
     """The one reused ``jsonschema`` validator of a kind (format checker on)."""
     import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
 
     schemas = _schemas()
+    registry: Registry[Any] = Registry().with_resources(
+        (doc["$id"], DRAFT202012.create_resource(doc)) for doc in schemas.documents.values()
+    )
     return jsonschema.Draft202012Validator(
         schemas.documents[kind],
-        registry=schemas.registry,
+        registry=registry,
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
 
@@ -104,15 +98,3 @@ def check_schemas() -> None:
 def schema_document(kind: str) -> dict[str, Any]:
     """The JSON Schema of a manifest ``kind`` (Release, Config, Access)."""
     return _schemas().documents[kind]
-
-
-def _refs(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "$ref" and isinstance(item, str):
-                yield item
-            else:
-                yield from _refs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _refs(item)

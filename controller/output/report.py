@@ -22,12 +22,12 @@ from controller.output.jsondata import (
     to_json,
 )
 from controller.output.markdown import plan_markdown, preview_markdown
-from controller.output.table import StatusRow, format_status_table
 from controller.output.text import pass_lines, plan_text, preview_text, problem_line, rollout_text
 
 if TYPE_CHECKING:
     from controller.manifests import Problem
     from controller.model import Release, Status
+    from controller.output.table import StatusRow
     from controller.preview import Preview
     from controller.reconcile import PassResult, ReleaseResult
 
@@ -112,6 +112,8 @@ def status_report(rows: Sequence[StatusRow], output: str, width: int) -> str:
         return to_json(rows) + "\n"
     if not rows:
         return "no status files yet: has the controller run a pass?\n"
+    from controller.output.table import format_status_table  # only `relctl status` pays it
+
     # The table ends with a newline of its own, so the text ends with an empty line.
     return format_status_table(rows, width=width) + "\n"
 
