@@ -68,7 +68,7 @@ from typing import Any, cast
 from benchutil import count_mutations, isolate_git, reset_peak_rss
 
 from controller import access, gitops, lease, reconcile
-from controller.daemon import Controller
+from controller.daemon import CollectorPacing, Controller
 from controller.gitops import Workspace
 from controller.platform.protocol import Platform
 from controller.platform.sim import Simulator
@@ -384,12 +384,14 @@ class Bench:
         log(f"controller clone in {time.perf_counter() - started:.1f} s")
 
     def controller(self) -> Controller:
+        """A controller as ``relctl run`` makes one (the garbage collector paced)."""
         assert self.simulator is not None and self.workspace is not None
         return Controller(
             self.workspace,
             cast(Platform, self.counting),
             now=self.simulator.now,
             trust=TrustSettings(first_use=True),
+            collector=CollectorPacing(),
         )
 
     def settle(self, controller: Controller, max_passes: int = 12) -> list[float]:
@@ -574,7 +576,11 @@ def child_cold(tmp: Path, profile: bool) -> int:
     counting = CountingPlatform(simulator)
     workspace = Workspace(str(tmp / "origin.git"), "main", tmp / "controller").open()
     controller = Controller(
-        workspace, cast(Platform, counting), now=simulator.now, trust=TrustSettings()
+        workspace,
+        cast(Platform, counting),
+        now=simulator.now,
+        trust=TrustSettings(),
+        collector=CollectorPacing(),
     )
     opened = time.perf_counter()
     rss_before = rss_kib("VmRSS")

@@ -58,7 +58,7 @@ from benchutil import count_mutations, isolate_git, reset_peak_rss
 from click.testing import CliRunner
 
 from controller.cli import cli
-from controller.daemon import Controller
+from controller.daemon import CollectorPacing, Controller
 from controller.gitops import PushResult, Workspace
 from controller.platform.sim import Simulator, tables
 from controller.platform.sim.model import UploadedVersion
@@ -252,7 +252,14 @@ def new_simulator(db: Path, layout: Layout) -> Simulator:
 
 
 def controller_for(workspace: Workspace, simulator: Simulator) -> Controller:
-    return Controller(workspace, simulator, now=simulator.now, trust=TrustSettings(first_use=True))
+    """A controller as ``relctl run`` makes one (the garbage collector paced between passes)."""
+    return Controller(
+        workspace,
+        simulator,
+        now=simulator.now,
+        trust=TrustSettings(first_use=True),
+        collector=CollectorPacing(),
+    )
 
 
 @dataclass

@@ -212,7 +212,7 @@ def warm(root: Path) -> dict[str, dict[str, float | int | None]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--count", type=int, default=10_000, help="manifests (10000)")
-    parser.add_argument("-r", "--repeat", type=int, default=3, help="runs; median shown (3)")
+    parser.add_argument("-r", "--repeat", type=int, default=5, help="runs; median shown (5)")
     parser.add_argument(
         "--no-check-jsonschema", action="store_true", help="skip the check-jsonschema run"
     )

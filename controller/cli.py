@@ -443,7 +443,7 @@ def run(
     lands) and the process exits 0. Prints one line per release that moved (--format json:
     one JSON object per pass that moved something, on its own line).
     """
-    from controller.daemon import Controller, DaemonOptions, run_forever
+    from controller.daemon import CollectorPacing, Controller, DaemonOptions, run_forever
     from controller.lease import Lease
     from controller.metrics import Metrics
     from controller.notify import Notifier, Outbox, configured_targets, notification_secrets
@@ -488,6 +488,7 @@ def run(
                 metrics=metrics,
                 lease=lease,
                 notifier=None,
+                collector=CollectorPacing(),
             )
             controller.notifier = Notifier(
                 Outbox(workdir),

@@ -25,6 +25,7 @@ Called by ``controller.cli``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -53,6 +54,56 @@ from controller.trust import TrustSettings
 PASS_DEADLINE = 300.0
 
 log = logging.getLogger("relctl")
+
+
+class CollectorPacing:
+    """Python's cyclic garbage collector paced for a daemon that keeps a large heap.
+
+    Between passes the controller keeps what it knows of every release (listings, statuses,
+    validation outcomes): millions of objects at 100,000 releases, which every full
+    collection walked again in the middle of a pass (2-3 s each at 100,000, measured in a
+    dict comprehension). After each pass (:meth:`after_pass`) the objects the pass made are
+    collected (a collection that walks only the unfrozen ones: what this pass kept), and
+    whatever survives is frozen (``gc.freeze``): later collections skip it.
+
+    The first pass only freezes (a new process's first pass ends sooner; the cycles start-up
+    left wait). A cycle that becomes garbage while frozen waits for the next full
+    collection, which unfreezes everything first, every ``full_every`` seconds (an hour: a
+    full collection costs ~2.5 s at 100,000 releases, ~0.2 s at 10,000). Growth is not a
+    reason for one: what makes the heap grow is what the controller keeps (listings,
+    statuses), which a collection cannot free. A process whose collector is disabled is
+    left alone.
+    """
+
+    def __init__(
+        self, *, full_every: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.full_every = full_every
+        self._clock = clock
+        self._full_at = clock()
+        self._first = True
+        #: Full collections made.
+        self.full_collections = 0
+
+    def after_pass(self) -> None:
+        if not gc.isenabled():
+            return
+        if self._first:  # what start-up and the first pass made, frozen as it is
+            self._first = False
+            gc.freeze()
+            self._full_at = self._clock()
+            return
+        if self._clock() - self._full_at >= self.full_every:
+            gc.unfreeze()
+            self._full_at = self._clock()
+            self.full_collections += 1
+        gc.collect()  # walks the unfrozen objects only: what this pass made and kept
+        gc.freeze()
+
+    def close(self) -> None:
+        """Give every object back to the collector (the controller stops)."""
+        if gc.get_freeze_count():
+            gc.unfreeze()
 
 
 def utc_now() -> datetime:
@@ -87,8 +138,12 @@ class Controller:
         metrics: Metrics | None = None,
         lease: Lease | None = None,
         notifier: Notifier | None = None,
+        collector: CollectorPacing | None = None,
     ) -> None:
+        """``collector``: pace the garbage collector between passes (``relctl run``: a long
+        process with a large heap; see :class:`CollectorPacing`). None leaves it as it is."""
         self.workspace = workspace
+        self.collector = collector
         #: The controller's own memory, beside the clone in the (locked) workdir.
         self.state = ControllerState(workspace.workdir).open()
         self.pass_deadline = pass_deadline
@@ -189,6 +244,9 @@ class Controller:
                 raise
             log.error("pass %d failed: %s (retrying on the next tick)", self.passes, error)
             return None
+        finally:
+            if self.collector is not None:
+                self.collector.after_pass()
         duration = time.monotonic() - started
         self.last_contact = time.monotonic()
         self._record(result, duration)
@@ -248,6 +306,8 @@ class Controller:
 
     def close(self) -> None:
         """Close the controller's state database (the workspace is the caller's)."""
+        if self.collector is not None:
+            self.collector.close()
         self.state.close()
 
 

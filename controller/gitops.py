@@ -76,6 +76,7 @@ from controller.repofiles import (
     EntryKind,
     Unreadable,
     UnreadableCode,
+    collector_paused,
     kind_problem,
     readable_entry,
     size_problem,
@@ -1196,7 +1197,8 @@ def _list_commit(root: str, commit: str) -> _Listing:
     listing = run_git(root, "ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit)
     entries: dict[str, Entry] = {}
     children: dict[str, list[Entry]] = {"": []}
-    _parse_listing(listing.out, "", entries, children, recursive=True)
+    with collector_paused():  # 20,000 entries at 10,000 releases, kept: no cycles
+        _parse_listing(listing.out, "", entries, children, recursive=True)
     return entries, children
 
 

@@ -56,7 +56,7 @@ from controller.model import (
 from controller.plan import decide
 from controller.platform.errors import NotFound, PlatformError
 from controller.platform.protocol import LIST_RELEASES_MAX, ListsReleases, Platform, Stage
-from controller.repofiles import RepoFiles, WorkTree
+from controller.repofiles import RepoFiles, WorkTree, collector_paused
 from controller.rollout import measurements_due
 from controller.schemas import SCHEMA_DIR
 from controller.state import ControllerState
@@ -994,6 +994,12 @@ def _prime(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]
     of its key, is ignored and the YAML parsed)."""
     cache.observed_at.update(state.observed())
     cache.cursor = state.list_cursor()
+    with collector_paused():  # every remembered status, kept: no cycles
+        _prime_statuses(cache, state, memory)
+    cache.primed = True
+
+
+def _prime_statuses(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]) -> None:
     for key, (digest, data) in state.parsed(parsed_format()).items():
         raw = memory.get(key)
         if raw is None or digest != _digest(raw):
@@ -1002,7 +1008,6 @@ def _prime(cache: PassCache, state: ControllerState, memory: Mapping[str, bytes]
         if status is not None and status.key == key:
             cache.statuses[key] = (raw, status)
             cache.persisted[key] = digest
-    cache.primed = True
 
 
 def _parsed_rows(

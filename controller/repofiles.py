@@ -22,6 +22,7 @@ Called by ``controller.manifests`` (loading), ``controller.reconcile`` (status f
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import stat
@@ -42,6 +43,7 @@ __all__ = [
     "UnreadableCode",
     "WorkTree",
     "check_path",
+    "collector_paused",
     "path_problem",
     "readable_entry",
     "walk",
@@ -234,6 +236,26 @@ def readable_entry(files: RepoFiles, path: str, limit: int) -> Entry:
     if entry.size > limit:
         raise size_problem(path, entry.size, limit)
     return entry
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a repository, or what is made of it, is
+    read into memory (manifests, a commit's listing, the controller's remembered statuses).
+
+    Such a read makes hundreds of thousands of small objects that live on after it and no
+    reference cycles to speak of; every full collection on the way walks all of them again,
+    which measured 10-15% of the CPU of a 10,000-manifest load and seconds at 100,000
+    releases. The collector's previous state is restored at the end (reference counting
+    frees everything meanwhile; only cycles wait for the next collection).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def walk(files: RepoFiles, path: str) -> Iterator[Entry]:

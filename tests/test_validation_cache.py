@@ -24,6 +24,7 @@ from controller.check import cache_path, check_change
 from controller.gitops import GitTree, repository
 from controller.manifests import LoadResult, ValidationCache, load_repository
 from controller.manifests.cache import cache_version
+from controller.model import digest, spec_to_dict
 from controller.repofiles import MemoryFiles
 
 CONFIG = """\
@@ -417,7 +418,12 @@ def test_results_with_the_cache_equal_results_without_it(
             else:
                 files[target] = text.encode()
             tree = MemoryFiles(dict(files))
-            assert load_repository(tree, cache=cache) == load_repository(tree)
+            cached, fresh = load_repository(tree, cache=cache), load_repository(tree)
+            assert cached == fresh
+            # The spec digest kept in the entry is the one computed from the spec.
+            assert [r.spec_hash for r in cached.releases] == [
+                digest(spec_to_dict(r.spec)) for r in fresh.releases
+            ]
             narrowed = ["releases/shop", TESTERS]
             assert load_repository(tree, narrowed, cache=cache) == load_repository(tree, narrowed)
 

@@ -11,8 +11,6 @@ the check across files (one manifest per release) runs over all of them every ti
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 import multiprocessing
 import os
@@ -63,6 +61,7 @@ from controller.repofiles import (
     UnreadableCode,
     WorkTree,
     check_path,
+    collector_paused,
     kind_problem,
 )
 
@@ -141,27 +140,8 @@ def load_repository(
     Raises ``ValueError`` for a path outside the repository and :class:`SchemaSetError` when
     relctl's own schemas are broken; never for anything in the repository.
     """
-    with _collector_paused():
+    with collector_paused():
         return _load(files, paths, workers, cache, only_releases)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a repository loads.
-
-    A load makes hundreds of thousands of small objects that live until it ends (node trees,
-    values, releases) and no reference cycles to speak of; every full collection on the way
-    walks all of them again, which measured 10-15% of the CPU of a 10,000-manifest load. The
-    collector's previous state is restored at the end (reference counting frees everything
-    meanwhile; only cycles wait for the next collection).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load(
