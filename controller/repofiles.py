@@ -26,6 +26,7 @@ import gc
 import os
 import re
 import stat
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -328,32 +329,18 @@ class WorkTree:
     def children(self, path: str) -> list[Entry]:
         if path and check_path(path) is not None:
             return []
-        where: int | str
-        try:
-            where = self._directories.open(path) if _DIR_FD else self._full(path)
-        except OSError:
-            return []  # missing, a link, not a directory: nothing to list
         if not _DIR_FD:
             here = self.entry(path)
             if here is None or here.kind is not EntryKind.DIRECTORY:
                 return []
-        found: list[Entry] = []
-        prefix = f"{path}/" if path else ""
-        try:
-            with os.scandir(where) as listing:
-                for item in listing:
-                    # Odd names (a newline, a backslash) are listed: callers report them.
-                    try:
-                        info = item.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    kind = _kind(info.st_mode)
-                    size = info.st_size if kind is EntryKind.FILE else 0
-                    found.append(Entry(prefix + item.name, kind, size))
-        except OSError:
-            return []
-        found.sort(key=_by_path)
-        return found
+            return _list(self._full(path), path)
+        # The entries' lstat is relative to the descriptor given: held until they are read.
+        with self._directories.lock:
+            try:
+                directory = self._directories.open(path)
+            except OSError:
+                return []  # missing, a link, not a directory: nothing to list
+            return _list(directory, path)
 
     def walk(self, path: str) -> Iterator[Entry]:
         return walk(self, path)
@@ -362,7 +349,8 @@ class WorkTree:
         if _DIR_FD and check_path(path) is None:
             directory, _, name = path.rpartition("/")
             try:
-                fd = os.open(name, _FILE_FLAGS, dir_fd=self._directories.open(directory))
+                with self._directories.lock:
+                    fd = os.open(name, _FILE_FLAGS, dir_fd=self._directories.open(directory))
             except OSError:
                 pass  # the lstat walk below says what is in the way
             else:
@@ -405,13 +393,37 @@ def _by_path(entry: Entry) -> str:
     return entry.path
 
 
+def _list(directory: int | str, path: str) -> list[Entry]:
+    """The entries of ``directory`` (a descriptor or a path) as children of ``path``, each
+    inspected without following it, sorted by path; [] when it cannot be listed."""
+    found: list[Entry] = []
+    prefix = f"{path}/" if path else ""
+    try:
+        with os.scandir(directory) as listing:
+            for item in listing:
+                # Odd names (a newline, a backslash) are listed: callers report them.
+                try:
+                    info = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                kind = _kind(info.st_mode)
+                size = info.st_size if kind is EntryKind.FILE else 0
+                found.append(Entry(prefix + item.name, kind, size))
+    except OSError:
+        return []
+    found.sort(key=_by_path)
+    return found
+
+
 class _DirectoryCache:
     """Open descriptors of a work tree's directories, the last :attr:`KEEP` used.
 
     ``open("releases/shop")`` opens ``releases`` relative to the root and ``shop`` relative
     to ``releases``, each with ``O_NOFOLLOW``: the descriptor is of the directory at that
     path with no link on the way, or ``OSError`` (``ELOOP``, ``ENOTDIR``, ``ENOENT``). The
-    descriptors are closed when they fall out, by :meth:`close`, or with the object.
+    descriptors are closed when they fall out, by :meth:`close`, or with the object. A
+    caller holds :attr:`lock` from :meth:`open` until it is done with the descriptor: in
+    another thread it could be closed, and its number given to another file.
     """
 
     KEEP = 16
@@ -419,6 +431,7 @@ class _DirectoryCache:
     def __init__(self, root: str) -> None:
         self._root = root
         self._open: OrderedDict[str, int] = OrderedDict()
+        self.lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._open)
 
     def open(self, path: str) -> int:
@@ -437,7 +450,8 @@ class _DirectoryCache:
         return fd
 
     def close(self) -> None:
-        _close_all(self._open)
+        with self.lock:
+            _close_all(self._open)
 
 
 def _close_all(descriptors: OrderedDict[str, int]) -> None:

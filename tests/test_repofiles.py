@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 from controller.repofiles import EntryKind, Unreadable, UnreadableCode, WorkTree, check_path
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> WorkTree:
+@pytest.fixture(params=["descriptors", "lstat"])
+def tree(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> WorkTree:
+    """A work tree read through directory descriptors (POSIX), and through the lstat walk
+    that stands in where ``dir_fd`` is not supported: the same refusals either way."""
+    monkeypatch.setattr("controller.repofiles._DIR_FD", request.param == "descriptors")
     (tmp_path / "releases" / "shop").mkdir(parents=True)
     (tmp_path / "releases" / "shop" / "gcash.yaml").write_bytes(b"kind: Release\n")
     return WorkTree(tmp_path)
@@ -76,6 +81,36 @@ def test_walk_lists_links_but_never_enters_them(tree: WorkTree, tmp_path: Path) 
     paths = {(e.path, e.kind) for e in tree.walk("releases")}
     assert ("releases/root", EntryKind.SYMLINK) in paths
     assert all(not p.startswith("releases/root/") for p, _ in paths)
+
+
+def test_threads_reading_one_work_tree_each_get_their_own_files(tmp_path: Path) -> None:
+    """More directories than descriptors kept open: reads in other threads close and open
+    them meanwhile, and every read still gets the bytes of the file it named."""
+    import random
+    import threading
+
+    paths = [f"releases/mp{n:02d}/gcash.yaml" for n in range(40)]
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True)
+        (tmp_path / path).write_text(path)
+    shared = WorkTree(tmp_path)
+    wrong: list[str] = []
+
+    def reader(seed: int) -> None:
+        order = random.Random(seed).choices(paths, k=400)
+        for path in order:
+            if shared.read(path, 100) != path.encode():
+                wrong.append(path)
+            if [e.name for e in shared.children(path.rpartition("/")[0])] != ["gcash.yaml"]:
+                wrong.append(f"listing of {path}")
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    shared.close()
+    assert wrong == []
 
 
 # -- the git side: a commit's objects --------------------------------------------------------
