@@ -767,7 +767,10 @@ def _items(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, A
         return []
     if not isinstance(value, list):
         raise _CorruptStatus(f"{where}.{key} is not a list")
-    return [_mapping(item, f"{where}.{key}[{index}]") for index, item in enumerate(value)]
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            _mapping(item, f"{where}.{key}[{index}]")  # raises, saying where
+    return value
 
 
 _E = TypeVar("_E", Phase, Stage, ConditionType, ConditionStatus)
@@ -891,7 +894,13 @@ def _rollout(data: Mapping[str, Any], where: str) -> RolloutProgress:
     )
 
 
-def _event(data: Mapping[str, Any], where: str) -> Event:
+def _event(data: Mapping[str, Any], status: str, index: int) -> Event:
+    """History entry ``index``; its location is only spelled out for an error (a status has
+    up to 20 events, and a cold start reads every remembered status)."""
+    time, reason, message = data.get("time"), data.get("reason"), data.get("message")
+    if isinstance(time, str | datetime) and type(reason) is str and type(message) is str:
+        return Event(_to_datetime(time, f"{status}.history[{index}].time"), reason, message)
+    where = f"{status}.history[{index}]"
     return Event(
         time=_datetime(data, "time", where),
         reason=_str(data, "reason", where),
@@ -952,8 +961,7 @@ def _status_from_data(document: Any) -> Status:
         for index, item in enumerate(_items(body, "errors", where))
     )
     history = tuple(
-        _event(item, f"{where}.history[{index}]")
-        for index, item in enumerate(_items(body, "history", where))
+        _event(item, where, index) for index, item in enumerate(_items(body, "history", where))
     )
 
     stage = _optional_str(body, "stage", where)

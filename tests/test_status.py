@@ -508,6 +508,15 @@ GARBAGE = {
     "python tag": (VALID + "  nextRetry: !!python/object:os.system {}\n").encode(),
     "history not a list": (VALID + "  history: yes\n").encode(),
     "history item not a mapping": (VALID + "  history:\n  - 1\n").encode(),
+    "history item without a reason": (
+        VALID + "  history:\n  - {time: 2026-11-25T10:02:00Z, message: m}\n"
+    ).encode(),
+    "history item with a number for a message": (
+        VALID + "  history:\n  - {time: 2026-11-25T10:02:00Z, reason: r, message: 7}\n"
+    ).encode(),
+    "history item with an impossible time": (
+        VALID + "  history:\n  - {time: 2026-11-25T25:02:00Z, reason: r, message: m}\n"
+    ).encode(),
     "alias bomb": (
         b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
         b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
@@ -522,6 +531,15 @@ def test_garbage_is_not_a_status(data: bytes, caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="controller.status"):
         assert parse_status(data, file="status/shop/gcash.yaml") is None
     assert "status/shop/gcash.yaml" in caplog.text
+
+
+def test_a_bad_history_entry_is_named_by_its_place(caplog: pytest.LogCaptureFixture) -> None:
+    data = VALID + "  history:\n  - {time: 2026-11-25T10:02:00Z, reason: r, message: m}\n"
+    with caplog.at_level(logging.WARNING, logger="controller.status"):
+        assert (
+            parse_status((data + "  - {time: 2026-11-25T10:02:00Z}\n").encode(), file="s") is None
+        )
+    assert "status.history[1].reason is missing" in caplog.text
 
 
 def test_duplicate_condition_type_is_not_a_status() -> None:
