@@ -69,7 +69,7 @@ class CollectorPacing:
     The first pass only freezes (a new process's first pass ends sooner; the cycles start-up
     left wait). A cycle that becomes garbage while frozen waits for the next full
     collection, which unfreezes everything first, every ``full_every`` seconds (an hour: a
-    full collection costs ~2.5 s at 100,000 releases, ~0.2 s at 10,000). Growth is not a
+    full collection costs ~2.5 s at 100,000 releases, about a tenth at 10,000). Growth is not a
     reason for one: what makes the heap grow is what the controller keeps (listings,
     statuses), which a collection cannot free. A process whose collector is disabled is
     left alone.

@@ -66,6 +66,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -1233,12 +1234,9 @@ def _parse_listing(
         if kind is directory and recursive and path not in children:
             children[path] = []
     for listed in children.values():
-        listed.sort(key=_entry_path)  # by path, as RepoFiles.children promises (git's order
-        # differs: it sorts a directory as if its name ended with '/')
-
-
-def _entry_path(entry: Entry) -> str:
-    return entry.path
+        # By path, as RepoFiles.children promises (git sorts a directory as if its name
+        # ended with '/').
+        listed.sort(key=attrgetter("path"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -389,10 +390,6 @@ _DIR_FLAGS = (
 )
 
 
-def _by_path(entry: Entry) -> str:
-    return entry.path
-
-
 def _list(directory: int | str, path: str) -> list[Entry]:
     """The entries of ``directory`` (a descriptor or a path) as children of ``path``, each
     inspected without following it, sorted by path; [] when it cannot be listed."""
@@ -411,7 +408,7 @@ def _list(directory: int | str, path: str) -> list[Entry]:
                 found.append(Entry(prefix + item.name, kind, size))
     except OSError:
         return []
-    found.sort(key=_by_path)
+    found.sort(key=attrgetter("path"))
     return found
 
 
