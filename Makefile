@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/check.py
 	$(BIN)/python bench/reconcile.py
 
-# 1,000, 10,000 and 100,000 releases in one repository (about ten minutes on two cores);
+# 1,000, 10,000 and 100,000 releases in one repository (3-4 minutes on two cores);
 # make bench-scale SIZES=1000,10000 for a quick look.
 SIZES ?= 1000,10000,100000
 bench-scale: $(STAMP)
